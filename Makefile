@@ -1,0 +1,34 @@
+# Everything a user or CI runs. Each target installs what it needs (scripts/setup-venv.sh is
+# idempotent), so `make demo` and `make test` work from a fresh clone.
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all build venv test demo bench-overhead bench-scheduler bench-sim clean
+
+all: build
+
+venv:
+	@scripts/setup-venv.sh
+
+# One release build serves the module, the simulator and the tests (no second debug build).
+build:
+	$(CARGO) build --release --workspace --bins --lib
+
+test: venv build
+	$(CARGO) test --release --workspace
+
+demo: venv build
+	scripts/demo.sh
+
+bench-overhead: venv build
+	scripts/bench-overhead.sh
+
+bench-scheduler:
+	scripts/bench-scheduler.sh
+
+bench-sim: build
+	scripts/bench-sim.sh
+
+clean:
+	$(CARGO) clean

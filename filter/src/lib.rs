@@ -1,0 +1,1 @@
+//! Envoy side of the inference scheduler.

