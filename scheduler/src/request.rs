@@ -1,0 +1,293 @@
+//! The request model: what the scheduler needs from an OpenAI-style request body.
+//!
+//! Parsing borrows from the body wherever the JSON string has no escapes, so a 10 KB prompt is
+//! not copied on the hot path.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+
+/// Which OpenAI endpoint a request was sent to; decides which body fields are required.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiKind {
+    /// `/v1/completions`: needs `prompt`.
+    Completions,
+    /// `/v1/chat/completions`: needs `messages`.
+    Chat,
+    /// Another configured inference path: either field is accepted.
+    Any,
+}
+
+impl ApiKind {
+    /// The kind for a request path (query string already stripped).
+    pub fn for_path(path: &str) -> Self {
+        if path.ends_with("/chat/completions") {
+            ApiKind::Chat
+        } else if path.ends_with("/completions") {
+            ApiKind::Completions
+        } else {
+            ApiKind::Any
+        }
+    }
+}
+
+/// A parsed inference request, borrowing from the body it was parsed from.
+#[derive(Debug)]
+pub struct InferenceRequest<'a> {
+    /// The `model` field; empty when absent (the model server then answers for itself).
+    pub model: Cow<'a, str>,
+    pub input: Input<'a>,
+    pub stream: bool,
+}
+
+/// The prompt of a request, in the shape it arrived.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// `/v1/completions` `prompt`: one string or a batch of strings.
+    Prompt(Vec<Cow<'a, str>>),
+    /// `/v1/completions` `prompt` as token ids (one list or a batch).
+    Tokens(Vec<Vec<u32>>),
+    /// `/v1/chat/completions` `messages`.
+    Messages(Vec<Message<'a>>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Message<'a> {
+    #[serde(borrow, default)]
+    pub role: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub content: Option<Content<'a>>,
+}
+
+/// Chat message content: a string, or a list of typed parts (text, images, ...).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content<'a> {
+    #[serde(borrow)]
+    Text(Cow<'a, str>),
+    #[serde(borrow)]
+    Parts(Vec<ContentPart<'a>>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContentPart<'a> {
+    #[serde(borrow, rename = "type", default)]
+    pub kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub text: Option<Cow<'a, str>>,
+}
+
+/// Why a body cannot be scheduled. The message is meant for the client (sent in a 400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    InvalidJson(String),
+    MissingPrompt(ApiKind),
+    InvalidField { field: &'static str, expected: &'static str },
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::InvalidJson(e) => write!(f, "request body is not valid JSON: {e}"),
+            RequestError::MissingPrompt(ApiKind::Completions) => {
+                f.write_str("request body has no `prompt` (required by /v1/completions)")
+            }
+            RequestError::MissingPrompt(ApiKind::Chat) => {
+                f.write_str("request body has no `messages` (required by /v1/chat/completions)")
+            }
+            RequestError::MissingPrompt(ApiKind::Any) => {
+                f.write_str("request body has neither `prompt` nor `messages`")
+            }
+            RequestError::InvalidField { field, expected } => {
+                write!(f, "field `{field}` must be {expected}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// The body as serde sees it; unknown fields are ignored, as model servers do.
+#[derive(Deserialize)]
+struct Body<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    prompt: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    messages: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PromptShape<'a> {
+    #[serde(borrow)]
+    One(Cow<'a, str>),
+    #[serde(borrow)]
+    Many(Vec<Cow<'a, str>>),
+    Tokens(Vec<u32>),
+    TokenBatch(Vec<Vec<u32>>),
+}
+
+/// Parses a request body sent to an endpoint of `kind`.
+pub fn parse(body: &[u8], kind: ApiKind) -> Result<InferenceRequest<'_>, RequestError> {
+    // Syntax errors and wrong shapes (a top-level array, a number for `model`) alike.
+    let parsed: Body<'_> =
+        serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
+    let input = match (kind, parsed.prompt, parsed.messages) {
+        (ApiKind::Completions | ApiKind::Any, Some(raw), _) => parse_prompt(raw)?,
+        (ApiKind::Chat | ApiKind::Any, _, Some(raw)) => parse_messages(raw)?,
+        _ => return Err(RequestError::MissingPrompt(kind)),
+    };
+    Ok(InferenceRequest {
+        model: parsed.model.unwrap_or_default(),
+        input,
+        stream: parsed.stream.unwrap_or(false),
+    })
+}
+
+fn parse_prompt(raw: &serde_json::value::RawValue) -> Result<Input<'_>, RequestError> {
+    let invalid = RequestError::InvalidField {
+        field: "prompt",
+        expected: "a string, an array of strings, or token ids",
+    };
+    match serde_json::from_str::<PromptShape<'_>>(raw.get()).map_err(|_| invalid)? {
+        PromptShape::One(text) => Ok(Input::Prompt(vec![text])),
+        PromptShape::Many(texts) => Ok(Input::Prompt(texts)),
+        PromptShape::Tokens(ids) => Ok(Input::Tokens(vec![ids])),
+        PromptShape::TokenBatch(batches) => Ok(Input::Tokens(batches)),
+    }
+}
+
+fn parse_messages(raw: &serde_json::value::RawValue) -> Result<Input<'_>, RequestError> {
+    serde_json::from_str::<Vec<Message<'_>>>(raw.get())
+        .map(Input::Messages)
+        .map_err(|_| RequestError::InvalidField {
+            field: "messages",
+            expected: "an array of {role, content} objects",
+        })
+}
+
+impl InferenceRequest<'_> {
+    /// The text the model server will see first, for prefix affinity. Borrowed when the prompt
+    /// is one string; otherwise a deterministic serialisation (role and text of every message,
+    /// each part of a list), identical on every replica for the same body.
+    pub fn prompt_text(&self) -> Cow<'_, str> {
+        match &self.input {
+            Input::Prompt(texts) if texts.len() == 1 => Cow::Borrowed(texts[0].as_ref()),
+            Input::Prompt(texts) => Cow::Owned(texts.join("\n")),
+            Input::Tokens(batches) => {
+                let mut out = String::new();
+                for id in batches.iter().flatten() {
+                    out.push_str(&id.to_string());
+                    out.push(' ');
+                }
+                Cow::Owned(out)
+            }
+            Input::Messages(messages) => {
+                let mut out = String::new();
+                for m in messages {
+                    out.push_str(&m.role);
+                    out.push_str(": ");
+                    match &m.content {
+                        Some(Content::Text(t)) => out.push_str(t),
+                        Some(Content::Parts(parts)) => {
+                            for p in parts {
+                                match &p.text {
+                                    Some(t) => out.push_str(t),
+                                    None => {
+                                        out.push('<');
+                                        out.push_str(&p.kind);
+                                        out.push('>');
+                                    }
+                                }
+                            }
+                        }
+                        None => {}
+                    }
+                    out.push('\n');
+                }
+                Cow::Owned(out)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion_prompt_is_borrowed_from_the_body() {
+        let body = br#"{"model":"m","prompt":"hello world","stream":true}"#;
+        let req = parse(body, ApiKind::Completions).unwrap();
+        assert_eq!(req.model, "m");
+        assert!(req.stream);
+        assert!(matches!(req.prompt_text(), Cow::Borrowed("hello world")));
+    }
+
+    #[test]
+    fn escaped_prompt_is_unescaped() {
+        let body = br#"{"prompt":"a\nb \u00e9"}"#;
+        let req = parse(body, ApiKind::Completions).unwrap();
+        assert_eq!(req.prompt_text(), "a\nb \u{e9}");
+        assert_eq!(req.model, "");
+        assert!(!req.stream);
+    }
+
+    #[test]
+    fn prompt_batches_and_token_ids_are_accepted() {
+        let req = parse(br#"{"prompt":["a","b"]}"#, ApiKind::Completions).unwrap();
+        assert_eq!(req.prompt_text(), "a\nb");
+        let req = parse(br#"{"prompt":[1,2,3]}"#, ApiKind::Completions).unwrap();
+        assert_eq!(req.prompt_text(), "1 2 3 ");
+        let req = parse(br#"{"prompt":[[1],[2]]}"#, ApiKind::Completions).unwrap();
+        assert!(matches!(req.input, Input::Tokens(ref b) if b.len() == 2));
+    }
+
+    #[test]
+    fn chat_messages_serialise_deterministically_with_parts() {
+        let body = br#"{"model":"m","messages":[
+            {"role":"system","content":"be brief"},
+            {"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"x"}}]}
+        ]}"#;
+        let req = parse(body, ApiKind::Chat).unwrap();
+        assert_eq!(req.prompt_text(), "system: be brief\nuser: hi<image_url>\n");
+    }
+
+    #[test]
+    fn malformed_json_names_the_problem() {
+        let err = parse(b"{\"prompt\": ", ApiKind::Completions).unwrap_err();
+        assert!(matches!(err, RequestError::InvalidJson(_)));
+        assert!(err.to_string().starts_with("request body is not valid JSON"), "{err}");
+        assert!(matches!(parse(b"[1,2]", ApiKind::Any), Err(RequestError::InvalidJson(_))));
+    }
+
+    #[test]
+    fn missing_prompt_says_which_field_the_endpoint_needs() {
+        let err = parse(br#"{"model":"m","messages":[]}"#, ApiKind::Completions).unwrap_err();
+        assert_eq!(err, RequestError::MissingPrompt(ApiKind::Completions));
+        assert!(err.to_string().contains("`prompt`"));
+        let err = parse(br#"{"model":"m","prompt":"x"}"#, ApiKind::Chat).unwrap_err();
+        assert!(err.to_string().contains("`messages`"));
+        assert!(parse(br#"{"model":"m"}"#, ApiKind::Any).is_err());
+    }
+
+    #[test]
+    fn wrong_prompt_type_is_a_field_error() {
+        let err = parse(br#"{"prompt":42}"#, ApiKind::Completions).unwrap_err();
+        assert!(err.to_string().contains("`prompt`"), "{err}");
+        let err = parse(br#"{"messages":"hi"}"#, ApiKind::Chat).unwrap_err();
+        assert!(err.to_string().contains("`messages`"), "{err}");
+    }
+
+    #[test]
+    fn api_kind_follows_the_path() {
+        assert_eq!(ApiKind::for_path("/v1/completions"), ApiKind::Completions);
+        assert_eq!(ApiKind::for_path("/v1/chat/completions"), ApiKind::Chat);
+        assert_eq!(ApiKind::for_path("/generate"), ApiKind::Any);
+    }
+}
