@@ -1,1 +1,9 @@
-//! Support code for integration tests against real Envoy.
+//! Support for integration tests against real Envoy: locating the binaries, generating an Envoy
+//! config on free ports, starting and stopping it, and stand-in HTTP backends.
+
+pub mod backend;
+pub mod envoy;
+pub mod paths;
+
+pub use backend::{Backend, SseGate};
+pub use envoy::{Envoy, EnvoyConfig};

@@ -83,7 +83,10 @@ pub struct ContentPart<'a> {
 pub enum RequestError {
     InvalidJson(String),
     MissingPrompt(ApiKind),
-    InvalidField { field: &'static str, expected: &'static str },
+    InvalidField {
+        field: &'static str,
+        expected: &'static str,
+    },
 }
 
 impl fmt::Display for RequestError {
@@ -262,8 +265,15 @@ mod tests {
     fn malformed_json_names_the_problem() {
         let err = parse(b"{\"prompt\": ", ApiKind::Completions).unwrap_err();
         assert!(matches!(err, RequestError::InvalidJson(_)));
-        assert!(err.to_string().starts_with("request body is not valid JSON"), "{err}");
-        assert!(matches!(parse(b"[1,2]", ApiKind::Any), Err(RequestError::InvalidJson(_))));
+        assert!(
+            err.to_string()
+                .starts_with("request body is not valid JSON"),
+            "{err}"
+        );
+        assert!(matches!(
+            parse(b"[1,2]", ApiKind::Any),
+            Err(RequestError::InvalidJson(_))
+        ));
     }
 
     #[test]

@@ -1,0 +1,472 @@
+//! The HTTP filter's hooks and the safe `EnvoyHttpFilter` handle over Envoy's callbacks.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use super::callbacks::*;
+use super::types::*;
+use crate::envoy::{BodyStatus, EnvoyHttpFilter, HeadersStatus};
+use crate::error_body::error_json;
+use crate::http_filter::InferenceFilter;
+use crate::logging::{log, Level};
+use crate::module_config::ModuleConfig;
+use crate::panic_guard::catch;
+
+/// The filter name envoy.yaml must give (`filter_name`).
+const FILTER_NAME: &[u8] = b"inference-scheduler";
+
+/// One Envoy stream's filter pointer, valid for the duration of a hook.
+struct Handle(EnvoyPtr);
+
+/// # Safety
+/// `buf` must be a buffer Envoy filled during the current hook.
+unsafe fn envoy_bytes<'a>(buf: &EnvoyBuffer) -> Option<&'a [u8]> {
+    (!buf.ptr.is_null()).then(|| std::slice::from_raw_parts(buf.ptr.cast::<u8>(), buf.length))
+}
+
+impl Handle {
+    fn set_header(&mut self, header_type: u32, name: &str, value: &str) -> bool {
+        // SAFETY: `self.0` is the live filter pointer of this hook; buffers are read during the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_header(
+                self.0,
+                header_type,
+                name.into(),
+                value.into(),
+            )
+        }
+    }
+
+    fn append_chunks(&self, body_type: u32, out: &mut Vec<u8>) {
+        // SAFETY: Envoy fills exactly `count` buffers that stay valid until the hook returns.
+        unsafe {
+            let count = envoy_dynamic_module_callback_http_get_body_chunks_size(self.0, body_type);
+            if count == 0 {
+                return;
+            }
+            let mut chunks = vec![EnvoyBuffer::EMPTY; count];
+            if !envoy_dynamic_module_callback_http_get_body_chunks(
+                self.0,
+                body_type,
+                chunks.as_mut_ptr(),
+            ) {
+                return;
+            }
+            for chunk in &chunks {
+                if let Some(bytes) = envoy_bytes(chunk) {
+                    out.extend_from_slice(bytes);
+                }
+            }
+        }
+    }
+
+    /// The chunk being delivered is separate from the buffered body unless Envoy says otherwise.
+    fn received_is_separate(&self) -> bool {
+        // SAFETY: plain query on the live filter pointer.
+        unsafe { !envoy_dynamic_module_callback_http_received_buffered_request_body(self.0) }
+    }
+
+    fn string_attribute(&self, attribute: u32) -> Option<String> {
+        let mut buf = EnvoyBuffer::EMPTY;
+        // SAFETY: Envoy fills `buf` with memory valid for this hook; we copy it out.
+        unsafe {
+            if !envoy_dynamic_module_callback_http_filter_get_attribute_string(
+                self.0, attribute, &mut buf,
+            ) {
+                return None;
+            }
+            envoy_bytes(&buf).map(|b| String::from_utf8_lossy(b).into_owned())
+        }
+    }
+}
+
+impl EnvoyHttpFilter for Handle {
+    fn request_header(&self, name: &str) -> Option<&[u8]> {
+        let mut buf = EnvoyBuffer::EMPTY;
+        // SAFETY: the header value lives in Envoy's header map, which we do not modify while the
+        // returned slice (bound to `&self`, i.e. this hook) is in use.
+        unsafe {
+            let found = envoy_dynamic_module_callback_http_get_header(
+                self.0,
+                HEADER_REQUEST,
+                name.into(),
+                &mut buf,
+                0,
+                std::ptr::null_mut(),
+            );
+            if found {
+                envoy_bytes(&buf)
+            } else {
+                None
+            }
+        }
+    }
+
+    fn set_request_header(&mut self, name: &str, value: &str) -> bool {
+        self.set_header(HEADER_REQUEST, name, value)
+    }
+
+    fn set_response_header(&mut self, name: &str, value: &str) -> bool {
+        self.set_header(HEADER_RESPONSE, name, value)
+    }
+
+    fn set_buffer_limit(&mut self, bytes: u64) {
+        // SAFETY: plain call on the live filter pointer.
+        unsafe { envoy_dynamic_module_callback_http_set_buffer_limit(self.0, bytes) }
+    }
+
+    fn request_body_size(&self) -> u64 {
+        // SAFETY: plain queries on the live filter pointer.
+        unsafe {
+            let mut size =
+                envoy_dynamic_module_callback_http_get_body_size(self.0, BODY_BUFFERED_REQUEST);
+            if self.received_is_separate() {
+                size +=
+                    envoy_dynamic_module_callback_http_get_body_size(self.0, BODY_RECEIVED_REQUEST);
+            }
+            size as u64
+        }
+    }
+
+    fn read_request_body(&self, out: &mut Vec<u8>) {
+        self.append_chunks(BODY_BUFFERED_REQUEST, out);
+        if self.received_is_separate() {
+            self.append_chunks(BODY_RECEIVED_REQUEST, out);
+        }
+    }
+
+    fn send_response(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8], details: &str) {
+        let mut headers: Vec<ModuleHttpHeader> = headers
+            .iter()
+            .map(|(k, v)| ModuleHttpHeader {
+                key_ptr: k.as_ptr().cast(),
+                key_length: k.len(),
+                value_ptr: v.as_ptr().cast(),
+                value_length: v.len(),
+            })
+            .collect();
+        // SAFETY: Envoy copies headers, body and details during the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_send_response(
+                self.0,
+                status,
+                headers.as_mut_ptr(),
+                headers.len(),
+                body.into(),
+                details.into(),
+            );
+        }
+    }
+
+    fn cluster_name(&self) -> Option<String> {
+        let mut buf = EnvoyBuffer::EMPTY;
+        // SAFETY: Envoy fills `buf` with memory valid for this hook; we copy it out.
+        unsafe {
+            if !envoy_dynamic_module_callback_http_get_cluster_name(self.0, &mut buf) {
+                return None;
+            }
+            envoy_bytes(&buf).map(|b| String::from_utf8_lossy(b).into_owned())
+        }
+    }
+
+    fn upstream_address(&self) -> Option<String> {
+        self.string_attribute(ATTRIBUTE_UPSTREAM_ADDRESS)
+    }
+}
+
+/// Per-stream state Envoy holds for us.
+struct Stream {
+    filter: InferenceFilter,
+    /// Set after a panic: the stream only passes through from then on.
+    failed: bool,
+}
+
+/// Runs a request-phase hook; a panic answers the request with a JSON 500.
+fn request_hook<R>(
+    envoy: EnvoyPtr,
+    module: ModulePtr,
+    hook: &str,
+    on_panic: R,
+    work: impl FnOnce(&mut InferenceFilter, &mut Handle) -> R,
+) -> R {
+    // SAFETY: `module` is the `Stream` we boxed in `on_http_filter_new`; Envoy calls a stream's
+    // hooks one at a time on its worker thread.
+    let stream = unsafe { &mut *(module as *mut Stream) };
+    let mut handle = Handle(envoy);
+    if stream.failed {
+        return on_panic;
+    }
+    match catch(hook, || work(&mut stream.filter, &mut handle)) {
+        Ok(status) => status,
+        Err(message) => {
+            stream.failed = true;
+            if !stream.filter.replied() {
+                let body = error_json(
+                    500,
+                    &format!("inference-scheduler internal error: {message}"),
+                );
+                handle.send_response(
+                    500,
+                    &[("content-type", "application/json")],
+                    &body,
+                    "inference_scheduler_panic",
+                );
+            }
+            on_panic
+        }
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    _config_envoy: EnvoyPtr,
+    name: EnvoyBuffer,
+    config: EnvoyBuffer,
+) -> ModulePtr {
+    // SAFETY: both buffers are valid for this call.
+    let (name, config) = unsafe {
+        (
+            envoy_bytes(&name).unwrap_or(b""),
+            envoy_bytes(&config).unwrap_or(b""),
+        )
+    };
+    let built = catch("http_filter_config_new", || {
+        if name != FILTER_NAME {
+            return Err(format!(
+                "unknown filter_name {:?}: this module provides \"inference-scheduler\"",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        ModuleConfig::from_json(config)
+    });
+    match built {
+        Ok(Ok(config)) => {
+            log(Level::Info, "inference-scheduler: filter config loaded");
+            Box::into_raw(Box::new(Arc::new(config))) as ModulePtr
+        }
+        Ok(Err(message)) => {
+            log(Level::Error, &message);
+            std::ptr::null()
+        }
+        Err(_) => std::ptr::null(),
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: ModulePtr) {
+    // SAFETY: `config` came from `Box::into_raw` in config_new and Envoy destroys it once.
+    drop(unsafe { Box::from_raw(config as *mut Arc<ModuleConfig>) });
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    config: ModulePtr,
+    _envoy: EnvoyPtr,
+) -> ModulePtr {
+    // SAFETY: `config` is alive for as long as filters made from it.
+    let config = unsafe { &*(config as *const Arc<ModuleConfig>) };
+    let stream = Stream {
+        filter: InferenceFilter::new(Arc::clone(config)),
+        failed: false,
+    };
+    Box::into_raw(Box::new(stream)) as ModulePtr
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: ModulePtr) {
+    // SAFETY: `module` came from `Box::into_raw` in filter_new and Envoy destroys it once.
+    drop(unsafe { Box::from_raw(module as *mut Stream) });
+}
+
+fn headers_status(s: HeadersStatus) -> u32 {
+    match s {
+        HeadersStatus::Continue => HEADERS_CONTINUE,
+        HeadersStatus::StopIteration => HEADERS_STOP_ITERATION,
+    }
+}
+
+fn body_status(s: BodyStatus) -> u32 {
+    match s {
+        BodyStatus::Continue => BODY_CONTINUE,
+        BodyStatus::StopIterationAndBuffer => BODY_STOP_AND_BUFFER,
+        BodyStatus::StopIterationNoBuffer => BODY_STOP_NO_BUFFER,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    envoy: EnvoyPtr,
+    module: ModulePtr,
+    end_of_stream: bool,
+) -> u32 {
+    request_hook(
+        envoy,
+        module,
+        "request_headers",
+        HEADERS_STOP_ITERATION,
+        |f, h| headers_status(f.on_request_headers(h, end_of_stream)),
+    )
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    envoy: EnvoyPtr,
+    module: ModulePtr,
+    end_of_stream: bool,
+) -> u32 {
+    request_hook(
+        envoy,
+        module,
+        "request_body",
+        BODY_STOP_NO_BUFFER,
+        |f, h| body_status(f.on_request_body(h, end_of_stream)),
+    )
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    envoy: EnvoyPtr,
+    module: ModulePtr,
+) -> u32 {
+    request_hook(
+        envoy,
+        module,
+        "request_trailers",
+        TRAILERS_STOP_ITERATION,
+        |f, h| match f.on_request_trailers(h) {
+            HeadersStatus::Continue => TRAILERS_CONTINUE,
+            HeadersStatus::StopIteration => TRAILERS_STOP_ITERATION,
+        },
+    )
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    envoy: EnvoyPtr,
+    module: ModulePtr,
+    _end_of_stream: bool,
+) -> u32 {
+    // The response has begun: a panic here can no longer become a 500, so it only passes through.
+    // SAFETY: as in `request_hook`.
+    let stream = unsafe { &mut *(module as *mut Stream) };
+    if stream.failed {
+        return HEADERS_CONTINUE;
+    }
+    let mut handle = Handle(envoy);
+    match catch("response_headers", || {
+        stream.filter.on_response_headers(&mut handle)
+    }) {
+        Ok(status) => headers_status(status),
+        Err(_) => {
+            stream.failed = true;
+            HEADERS_CONTINUE
+        }
+    }
+}
+
+// Response bodies (SSE streams included) and trailers pass through untouched.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    _: EnvoyPtr,
+    _: ModulePtr,
+    _: bool,
+) -> u32 {
+    BODY_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    _: EnvoyPtr,
+    _: ModulePtr,
+) -> u32 {
+    TRAILERS_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(_: EnvoyPtr, _: ModulePtr) {}
+
+// Hooks Envoy 1.40 requires but this filter does not use: HTTP callouts and streams it never
+// starts, schedulers it never creates, and downstream flow control it leaves to Envoy.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    _: EnvoyPtr,
+    _: ModulePtr,
+    _id: u64,
+    _result: u32,
+    _headers: *const c_void,
+    _headers_len: usize,
+    _chunks: *const EnvoyBuffer,
+    _chunks_len: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    _: EnvoyPtr,
+    _: ModulePtr,
+    _id: u64,
+    _headers: *const c_void,
+    _len: usize,
+    _end: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    _: EnvoyPtr,
+    _: ModulePtr,
+    _id: u64,
+    _data: *const EnvoyBuffer,
+    _count: usize,
+    _end: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    _: EnvoyPtr,
+    _: ModulePtr,
+    _id: u64,
+    _trailers: *const c_void,
+    _len: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    _: EnvoyPtr,
+    _: ModulePtr,
+    _id: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    _: EnvoyPtr,
+    _: ModulePtr,
+    _id: u64,
+    _reason: u32,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    _: EnvoyPtr,
+    _: ModulePtr,
+    _event: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    _: EnvoyPtr,
+    _: ModulePtr,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    _: EnvoyPtr,
+    _: ModulePtr,
+) {
+}

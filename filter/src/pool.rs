@@ -1,0 +1,115 @@
+//! The pool registry: the bridge between the load-balancing policy, which sees a cluster's
+//! members and their health, and the HTTP filter, which only sees host counts.
+//!
+//! Each LB instance (one on the main thread, one per worker) publishes the members of its cluster
+//! when Envoy tells it membership or health changed. The filter reads the latest snapshot without
+//! taking a lock: snapshots are immutable and swapped atomically.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use arc_swap::ArcSwap;
+
+/// Health of a member as Envoy reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    Unhealthy,
+    Degraded,
+    Healthy,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// `ip:port`, the stable identity of a pod across membership changes.
+    pub address: String,
+    pub health: Health,
+}
+
+/// One immutable view of a cluster's members.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PoolSnapshot {
+    pub members: Vec<Member>,
+}
+
+impl PoolSnapshot {
+    /// Members Envoy would route to: healthy or degraded (the LB cannot pick unhealthy hosts).
+    pub fn routable(&self) -> impl Iterator<Item = &Member> {
+        self.members
+            .iter()
+            .filter(|m| m.health != Health::Unhealthy)
+    }
+}
+
+type Registry = HashMap<String, Arc<PoolSnapshot>>;
+
+static POOLS: LazyLock<ArcSwap<Registry>> = LazyLock::new(|| ArcSwap::from_pointee(HashMap::new()));
+
+/// Publishes `snapshot` as the current members of `cluster`. Cheap when nothing changed, which is
+/// the common case: every LB instance of a cluster publishes the same update.
+pub fn publish(cluster: &str, snapshot: PoolSnapshot) {
+    if POOLS
+        .load()
+        .get(cluster)
+        .is_some_and(|current| **current == snapshot)
+    {
+        return;
+    }
+    let snapshot = Arc::new(snapshot);
+    POOLS.rcu(|registry| {
+        let mut next = Registry::clone(registry);
+        next.insert(cluster.to_owned(), Arc::clone(&snapshot));
+        next
+    });
+}
+
+/// The latest members of `cluster`, if an instance of our LB policy serves it.
+pub fn members(cluster: &str) -> Option<Arc<PoolSnapshot>> {
+    POOLS.load().get(cluster).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(address: &str, health: Health) -> Member {
+        Member {
+            address: address.into(),
+            health,
+        }
+    }
+
+    #[test]
+    fn publish_then_read_back() {
+        publish(
+            "pool-a",
+            PoolSnapshot {
+                members: vec![member("1.1.1.1:1", Health::Healthy)],
+            },
+        );
+        let snap = members("pool-a").unwrap();
+        assert_eq!(snap.members[0].address, "1.1.1.1:1");
+        assert!(members("no-such-pool").is_none());
+    }
+
+    #[test]
+    fn a_newer_snapshot_replaces_the_old_one_and_unhealthy_is_not_routable() {
+        publish(
+            "pool-b",
+            PoolSnapshot {
+                members: vec![member("1.1.1.1:1", Health::Healthy)],
+            },
+        );
+        publish(
+            "pool-b",
+            PoolSnapshot {
+                members: vec![
+                    member("1.1.1.1:1", Health::Unhealthy),
+                    member("2.2.2.2:2", Health::Degraded),
+                ],
+            },
+        );
+        let snap = members("pool-b").unwrap();
+        let routable: Vec<_> = snap.routable().map(|m| m.address.as_str()).collect();
+        assert_eq!(routable, ["2.2.2.2:2"]);
+    }
+}

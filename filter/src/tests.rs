@@ -1,0 +1,408 @@
+//! Filter and policy logic against an in-memory fake of Envoy (no Envoy process here; the
+//! integration tests run the same logic inside real Envoy).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::DESTINATION_HEADER;
+use crate::envoy::*;
+use crate::http_filter::InferenceFilter;
+use crate::lb_policy::LbPolicy;
+use crate::module_config::ModuleConfig;
+use crate::pool::{self, Health, Member, PoolSnapshot};
+
+#[derive(Default)]
+struct FakeStream {
+    request_headers: HashMap<String, Vec<u8>>,
+    response_headers: HashMap<String, String>,
+    body: Vec<u8>,
+    buffer_limit: Option<u64>,
+    reply: Option<(u32, Vec<u8>)>,
+    cluster: Option<String>,
+    upstream: Option<String>,
+}
+
+impl FakeStream {
+    fn post(path: &str, cluster: &str) -> Self {
+        let mut s = FakeStream {
+            cluster: Some(cluster.into()),
+            ..Default::default()
+        };
+        s.request_headers.insert(":method".into(), b"POST".to_vec());
+        s.request_headers
+            .insert(":path".into(), path.as_bytes().to_vec());
+        s
+    }
+
+    fn reply_message(&self) -> String {
+        let (_, body) = self.reply.as_ref().expect("a local reply");
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        v["error"]["message"].as_str().unwrap().to_owned()
+    }
+}
+
+impl EnvoyHttpFilter for FakeStream {
+    fn request_header(&self, name: &str) -> Option<&[u8]> {
+        self.request_headers.get(name).map(Vec::as_slice)
+    }
+    fn set_request_header(&mut self, name: &str, value: &str) -> bool {
+        self.request_headers
+            .insert(name.into(), value.as_bytes().to_vec());
+        true
+    }
+    fn set_response_header(&mut self, name: &str, value: &str) -> bool {
+        self.response_headers.insert(name.into(), value.into());
+        true
+    }
+    fn set_buffer_limit(&mut self, bytes: u64) {
+        self.buffer_limit = Some(bytes);
+    }
+    fn request_body_size(&self) -> u64 {
+        self.body.len() as u64
+    }
+    fn read_request_body(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.body);
+    }
+    fn send_response(
+        &mut self,
+        status: u32,
+        _headers: &[(&str, &str)],
+        body: &[u8],
+        _details: &str,
+    ) {
+        assert!(self.reply.is_none(), "two local replies");
+        self.reply = Some((status, body.to_vec()));
+    }
+    fn cluster_name(&self) -> Option<String> {
+        self.cluster.clone()
+    }
+    fn upstream_address(&self) -> Option<String> {
+        self.upstream.clone()
+    }
+}
+
+fn filter(config: &str) -> InferenceFilter {
+    InferenceFilter::new(Arc::new(
+        ModuleConfig::from_json(config.as_bytes()).unwrap(),
+    ))
+}
+
+fn healthy(addresses: &[&str]) -> PoolSnapshot {
+    PoolSnapshot {
+        members: addresses
+            .iter()
+            .map(|a| Member {
+                address: (*a).into(),
+                health: Health::Healthy,
+            })
+            .collect(),
+    }
+}
+
+/// Runs a whole request through the filter: headers, one body chunk, end of stream.
+fn run(f: &mut InferenceFilter, s: &mut FakeStream, body: &str) -> BodyStatus {
+    assert_eq!(f.on_request_headers(s, false), HeadersStatus::StopIteration);
+    s.body = body.as_bytes().to_vec();
+    f.on_request_body(s, true)
+}
+
+#[test]
+fn an_inference_request_is_routed_to_a_routable_member() {
+    pool::publish("t-route", healthy(&["10.0.0.1:80", "10.0.0.2:80"]));
+    let mut f = filter("");
+    let mut s = FakeStream::post("/v1/completions", "t-route");
+    assert_eq!(
+        run(&mut f, &mut s, r#"{"model":"m","prompt":"hi"}"#),
+        BodyStatus::Continue
+    );
+    let dest = String::from_utf8(s.request_headers[DESTINATION_HEADER].clone()).unwrap();
+    assert!(dest == "10.0.0.1:80" || dest == "10.0.0.2:80");
+    assert_eq!(f.routed_to(), Some(dest.as_str()));
+    assert!(s.buffer_limit.unwrap() > crate::config::DEFAULT_MAX_BODY_BYTES);
+
+    // The response names the host that actually served (here: a retry went elsewhere).
+    s.upstream = Some("10.0.0.9:80".into());
+    f.on_response_headers(&mut s);
+    assert_eq!(s.response_headers[DESTINATION_HEADER], "10.0.0.9:80");
+}
+
+#[test]
+fn unhealthy_members_are_never_chosen() {
+    pool::publish(
+        "t-health",
+        PoolSnapshot {
+            members: vec![
+                Member {
+                    address: "10.0.0.1:80".into(),
+                    health: Health::Unhealthy,
+                },
+                Member {
+                    address: "10.0.0.2:80".into(),
+                    health: Health::Healthy,
+                },
+            ],
+        },
+    );
+    for i in 0..20 {
+        let mut f = filter("");
+        let mut s = FakeStream::post("/v1/completions", "t-health");
+        run(&mut f, &mut s, &format!(r#"{{"prompt":"p{i}"}}"#));
+        assert_eq!(f.routed_to(), Some("10.0.0.2:80"));
+    }
+}
+
+#[test]
+fn the_response_header_can_be_turned_off() {
+    pool::publish("t-off", healthy(&["10.0.0.1:80"]));
+    let mut f = filter(r#"{"response_header": false}"#);
+    let mut s = FakeStream::post("/v1/completions", "t-off");
+    run(&mut f, &mut s, r#"{"prompt":"hi"}"#);
+    f.on_response_headers(&mut s);
+    assert!(s.response_headers.is_empty());
+    assert!(
+        s.request_headers.contains_key(DESTINATION_HEADER),
+        "upstream still gets it"
+    );
+}
+
+#[test]
+fn other_methods_and_paths_pass_through() {
+    let mut f = filter("");
+    let mut s = FakeStream::post("/v1/embeddings", "t-any");
+    assert_eq!(f.on_request_headers(&mut s, false), HeadersStatus::Continue);
+    assert_eq!(f.on_request_body(&mut s, true), BodyStatus::Continue);
+    assert!(s.reply.is_none() && s.buffer_limit.is_none());
+
+    let mut f = filter("");
+    let mut s = FakeStream::post("/v1/completions", "t-any");
+    s.request_headers.insert(":method".into(), b"GET".to_vec());
+    assert_eq!(f.on_request_headers(&mut s, true), HeadersStatus::Continue);
+}
+
+#[test]
+fn a_cluster_without_our_policy_falls_back_to_envoys_balancing() {
+    let mut f = filter("");
+    let mut s = FakeStream::post("/v1/completions", "t-not-published");
+    assert_eq!(
+        run(&mut f, &mut s, r#"{"prompt":"hi"}"#),
+        BodyStatus::Continue
+    );
+    assert!(!s.request_headers.contains_key(DESTINATION_HEADER));
+    assert!(s.reply.is_none());
+}
+
+#[test]
+fn malformed_and_empty_bodies_are_answered_with_400() {
+    let mut f = filter("");
+    let mut s = FakeStream::post("/v1/completions", "t-any");
+    assert_eq!(
+        run(&mut f, &mut s, "{oops"),
+        BodyStatus::StopIterationNoBuffer
+    );
+    assert_eq!(s.reply.as_ref().unwrap().0, 400);
+    assert!(s.reply_message().contains("not valid JSON"));
+    assert!(f.replied());
+
+    let mut f = filter("");
+    let mut s = FakeStream::post("/v1/chat/completions", "t-any");
+    assert_eq!(
+        f.on_request_headers(&mut s, true),
+        HeadersStatus::StopIteration
+    );
+    assert_eq!(s.reply.as_ref().unwrap().0, 400);
+}
+
+#[test]
+fn oversize_is_413_by_declared_length_or_while_buffering() {
+    let mut f = filter(r#"{"max_body_bytes": 10}"#);
+    let mut s = FakeStream::post("/v1/completions", "t-any");
+    s.request_headers
+        .insert("content-length".into(), b"11".to_vec());
+    assert_eq!(
+        f.on_request_headers(&mut s, false),
+        HeadersStatus::StopIteration
+    );
+    assert_eq!(s.reply.as_ref().unwrap().0, 413);
+
+    let mut f = filter(r#"{"max_body_bytes": 10}"#);
+    let mut s = FakeStream::post("/v1/completions", "t-any");
+    assert_eq!(
+        f.on_request_headers(&mut s, false),
+        HeadersStatus::StopIteration
+    );
+    s.body = b"0123456789A".to_vec();
+    assert_eq!(
+        f.on_request_body(&mut s, false),
+        BodyStatus::StopIterationNoBuffer
+    );
+    assert_eq!(s.reply.as_ref().unwrap().0, 413);
+    assert!(s.reply_message().contains("10 bytes"));
+    // Later chunks are dropped, not forwarded.
+    assert_eq!(
+        f.on_request_body(&mut s, true),
+        BodyStatus::StopIterationNoBuffer
+    );
+}
+
+#[test]
+fn a_body_ended_by_trailers_is_routed_at_the_trailers() {
+    pool::publish("t-trailers", healthy(&["10.0.0.1:80"]));
+    let mut f = filter("");
+    let mut s = FakeStream::post("/v1/completions", "t-trailers");
+    f.on_request_headers(&mut s, false);
+    s.body = br#"{"prompt":"x"}"#.to_vec();
+    assert_eq!(
+        f.on_request_body(&mut s, false),
+        BodyStatus::StopIterationAndBuffer
+    );
+    assert_eq!(f.on_request_trailers(&mut s), HeadersStatus::Continue);
+    assert_eq!(f.routed_to(), Some("10.0.0.1:80"));
+}
+
+// ---- load-balancing policy ----
+
+struct FakeCluster {
+    name: String,
+    hosts: Vec<(String, Health)>,
+}
+
+impl EnvoyLoadBalancer for FakeCluster {
+    fn cluster_name(&self) -> String {
+        self.name.clone()
+    }
+    fn host_count(&self) -> usize {
+        self.hosts.len()
+    }
+    fn host_address(&self, index: usize) -> Option<String> {
+        self.hosts.get(index).map(|h| h.0.clone())
+    }
+    fn host_health(&self, index: usize) -> Health {
+        self.hosts[index].1
+    }
+    fn healthy_host_count(&self) -> usize {
+        self.hosts.iter().filter(|h| h.1 == Health::Healthy).count()
+    }
+    fn healthy_host_address(&self, index: usize) -> Option<String> {
+        self.hosts
+            .iter()
+            .filter(|h| h.1 == Health::Healthy)
+            .nth(index)
+            .map(|h| h.0.clone())
+    }
+}
+
+struct FakeAttempt {
+    destination: Option<Vec<u8>>,
+    /// Full-list indexes the retry predicate rejects.
+    tried: Vec<usize>,
+}
+
+impl EnvoyLbContext for FakeAttempt {
+    fn downstream_header(&self, name: &str) -> Option<&[u8]> {
+        (name == DESTINATION_HEADER)
+            .then_some(self.destination.as_deref())
+            .flatten()
+    }
+    fn should_select_another_host(&self, index: usize) -> bool {
+        self.tried.contains(&index)
+    }
+}
+
+fn cluster(name: &str, hosts: &[(&str, Health)]) -> FakeCluster {
+    FakeCluster {
+        name: name.into(),
+        hosts: hosts.iter().map(|(a, h)| ((*a).into(), *h)).collect(),
+    }
+}
+
+#[test]
+fn membership_is_published_for_the_filter() {
+    let c = cluster(
+        "lb-publish",
+        &[
+            ("1.0.0.1:1", Health::Healthy),
+            ("1.0.0.2:1", Health::Unhealthy),
+        ],
+    );
+    let mut lb = LbPolicy::default();
+    lb.on_membership_update(&c);
+    let snap = pool::members("lb-publish").unwrap();
+    assert_eq!(snap.members.len(), 2);
+    assert_eq!(snap.routable().count(), 1);
+}
+
+#[test]
+fn the_filters_choice_is_applied_as_a_healthy_list_index() {
+    // Full list: [a (unhealthy), b, c]; healthy list: [b, c].
+    let c = cluster(
+        "lb-apply",
+        &[
+            ("a:1", Health::Unhealthy),
+            ("b:1", Health::Healthy),
+            ("c:1", Health::Healthy),
+        ],
+    );
+    let mut lb = LbPolicy::default();
+    lb.on_membership_update(&c);
+    let pick = |dest: &str, tried: Vec<usize>| {
+        let mut lb2 = LbPolicy::default();
+        lb2.on_membership_update(&c);
+        lb2.choose_host(&FakeAttempt {
+            destination: Some(dest.as_bytes().to_vec()),
+            tried,
+        })
+    };
+    assert_eq!(pick("c:1", vec![]), Some(1));
+    assert_eq!(pick("b:1", vec![]), Some(0));
+    // Retry after b failed (full index 1): must move to c.
+    assert_eq!(pick("b:1", vec![1]), Some(1));
+    // Chosen host gone unhealthy meanwhile: another healthy host.
+    assert!(pick("a:1", vec![]).is_some());
+    // Everything tried: still answer rather than fail the attempt.
+    assert!(pick("b:1", vec![1, 2]).is_some());
+}
+
+#[test]
+fn unscheduled_requests_round_robin_over_untried_hosts() {
+    let c = cluster(
+        "lb-rr",
+        &[
+            ("a:1", Health::Healthy),
+            ("b:1", Health::Healthy),
+            ("c:1", Health::Healthy),
+        ],
+    );
+    let mut lb = LbPolicy::default();
+    lb.on_membership_update(&c);
+    let picks: Vec<_> = (0..6)
+        .map(|_| {
+            lb.choose_host(&FakeAttempt {
+                destination: None,
+                tried: vec![],
+            })
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+    let p = lb
+        .choose_host(&FakeAttempt {
+            destination: None,
+            tried: vec![0],
+        })
+        .unwrap();
+    assert_ne!(p, 0);
+}
+
+#[test]
+fn no_healthy_host_means_no_pick() {
+    let c = cluster("lb-none", &[("a:1", Health::Unhealthy)]);
+    let mut lb = LbPolicy::default();
+    lb.on_membership_update(&c);
+    assert_eq!(
+        lb.choose_host(&FakeAttempt {
+            destination: Some(b"a:1".to_vec()),
+            tried: vec![]
+        }),
+        None
+    );
+}

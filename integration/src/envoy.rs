@@ -1,0 +1,264 @@
+//! A real Envoy 1.40 process with the module loaded, on ports the OS picked.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::paths;
+
+/// What to put in the generated Envoy config.
+pub struct EnvoyConfig {
+    /// `ip:port` of each member of the `inference_pool` cluster.
+    pub endpoints: Vec<String>,
+    /// The HTTP filter's JSON config.
+    pub filter_config: String,
+    /// Extra lines for the cluster (indented for its level), e.g. health checks.
+    pub cluster_extra: String,
+    pub concurrency: usize,
+    /// Whether the module is loaded (filter + LB policy); without it, plain Envoy with
+    /// `ROUND_ROBIN`, the baseline for overhead measurements.
+    pub module: bool,
+}
+
+impl EnvoyConfig {
+    pub fn new(endpoints: Vec<String>) -> Self {
+        EnvoyConfig {
+            endpoints,
+            filter_config: "{}".into(),
+            cluster_extra: String::new(),
+            concurrency: 2,
+            module: true,
+        }
+    }
+
+    pub fn filter_config(mut self, json: &str) -> Self {
+        self.filter_config = json.into();
+        self
+    }
+
+    fn yaml(&self) -> String {
+        let endpoints: String = self
+            .endpoints
+            .iter()
+            .map(|e| {
+                let (ip, port) = e.rsplit_once(':').expect("endpoint is ip:port");
+                format!(
+                    "              - endpoint: {{ address: {{ socket_address: {{ address: {ip}, port_value: {port} }} }} }}\n"
+                )
+            })
+            .collect();
+        let filter_config = serde_json::to_string(&self.filter_config).unwrap();
+        let module_filter = format!(
+            r#"                  - name: envoy.filters.http.dynamic_modules
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+                      dynamic_module_config: {{ name: inference_scheduler }}
+                      filter_name: inference-scheduler
+                      filter_config:
+                        "@type": type.googleapis.com/google.protobuf.StringValue
+                        value: {filter_config}
+"#
+        );
+        let module_policy = r#"      load_balancing_policy:
+        policies:
+          - typed_extension_config:
+              name: envoy.load_balancing_policies.dynamic_modules
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.load_balancing_policies.dynamic_modules.v3.DynamicModulesLoadBalancerConfig
+                dynamic_module_config: { name: inference_scheduler }
+                lb_policy_name: inference-scheduler
+"#;
+        let (module_filter, module_policy) = match self.module {
+            true => (module_filter.as_str(), module_policy),
+            false => ("", "      lb_policy: ROUND_ROBIN\n"),
+        };
+        format!(
+            r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+static_resources:
+  listeners:
+    - name: gateway
+      address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: gateway
+                route_config:
+                  virtual_hosts:
+                    - name: all
+                      domains: ["*"]
+                      routes:
+                        - match: {{ prefix: "/" }}
+                          route:
+                            cluster: inference_pool
+                            timeout: 0s
+                            retry_policy:
+                              retry_on: connect-failure,refused-stream,reset-before-request
+                              num_retries: 2
+                              retry_host_predicate:
+                                - name: envoy.retry_host_predicates.previous_hosts
+                                  typed_config:
+                                    "@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate
+                              host_selection_retry_max_attempts: 5
+                http_filters:
+{module_filter}                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+    - name: inference_pool
+      type: STATIC
+      connect_timeout: 0.5s
+{cluster_extra}{module_policy}      load_assignment:
+        cluster_name: inference_pool
+        endpoints:
+          - lb_endpoints:
+{endpoints}"#,
+            cluster_extra = self.cluster_extra,
+        )
+    }
+}
+
+/// A running Envoy; killed on drop. Its log is printed if a test panics while it runs.
+pub struct Envoy {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// `http://127.0.0.1:port` of the gateway listener.
+    pub url: String,
+    /// `http://127.0.0.1:port` of the admin interface.
+    pub admin_url: String,
+}
+
+impl Envoy {
+    /// Starts Envoy and waits until it serves. Panics with Envoy's log if it does not start.
+    pub fn start(config: &EnvoyConfig) -> Envoy {
+        match Self::try_start(config) {
+            Ok(envoy) => envoy,
+            Err(log) => panic!("Envoy did not start:\n{log}"),
+        }
+    }
+
+    /// Starts Envoy; `Err` carries its log when it exits or never becomes ready.
+    pub fn try_start(config: &EnvoyConfig) -> Result<Envoy, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("envoy.yaml");
+        std::fs::write(&config_path, config.yaml()).unwrap();
+        let admin_path = dir.path().join("admin.txt");
+        let log_path = dir.path().join("envoy.log");
+        let child = Command::new(paths::envoy_binary())
+            .arg("-c")
+            .arg(&config_path)
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .arg("--concurrency")
+            .arg(config.concurrency.to_string())
+            .arg("--disable-hot-restart")
+            .arg("--log-level")
+            .arg("info")
+            .arg("--log-path")
+            .arg(&log_path)
+            .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", paths::module_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn envoy");
+        let mut envoy = Envoy {
+            child,
+            dir,
+            url: String::new(),
+            admin_url: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = envoy.child.try_wait() {
+                return Err(format!("envoy exited with {status}\n{}", envoy.log()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("envoy not ready after 20 s\n{}", envoy.log()));
+            }
+            if let Some(url) = envoy.discover_listener(&admin_path) {
+                envoy.url = url;
+                return Ok(envoy);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Once admin answers `/ready`, the listener's bound address from `/listeners`.
+    fn discover_listener(&mut self, admin_path: &PathBuf) -> Option<String> {
+        let admin = std::fs::read_to_string(admin_path).ok()?;
+        self.admin_url = format!("http://{}", admin.trim());
+        let ready = ureq::get(&format!("{}/ready", self.admin_url))
+            .call()
+            .ok()?;
+        if ready.status() != 200 {
+            return None;
+        }
+        let listeners = ureq::get(&format!("{}/listeners?format=json", self.admin_url))
+            .call()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&listeners.into_string().ok()?).ok()?;
+        let sock = &v["listener_statuses"][0]["local_address"]["socket_address"];
+        Some(format!(
+            "http://{}:{}",
+            sock["address"].as_str()?,
+            sock["port_value"].as_u64()?
+        ))
+    }
+
+    /// Envoy's log so far.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir.path().join("envoy.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// A counter or gauge from the admin `/stats` endpoint (0 when absent).
+    pub fn stat(&self, name: &str) -> u64 {
+        let url = format!(
+            "{}/stats?filter=^{}$",
+            self.admin_url,
+            name.replace('.', "\\.")
+        );
+        let body = ureq::get(&url)
+            .call()
+            .map(|r| r.into_string().unwrap_or_default())
+            .unwrap_or_default();
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(": ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Whether the admin `/ready` endpoint answers 200.
+    pub fn ready(&self) -> bool {
+        ureq::get(&format!("{}/ready", self.admin_url))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+    }
+
+    /// Whether the Envoy process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- envoy log ----\n{}", self.log());
+        }
+    }
+}

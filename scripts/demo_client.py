@@ -1,0 +1,39 @@
+"""Sends shared-prefix traffic through the gateway and prints which pod served each group.
+
+Usage: demo_client.py GATEWAY_URL [groups] [prompts-per-group]
+Standard library only, so the demo needs nothing beyond Python itself.
+"""
+import json
+import sys
+import urllib.request
+from collections import Counter, defaultdict
+
+url = sys.argv[1].rstrip("/") + "/v1/completions"
+groups = int(sys.argv[2]) if len(sys.argv) > 2 else 8
+per_group = int(sys.argv[3]) if len(sys.argv) > 3 else 4
+
+served = defaultdict(Counter)
+for prompt_index in range(per_group):
+    for group in range(groups):
+        system = f"You are support agent #{group} for product line {group * 7}. " * 12
+        body = json.dumps({
+            "model": "meta-llama/Llama-3.1-8B-Instruct",
+            "prompt": f"{system}\nQuestion {prompt_index}: how do I reset my password?",
+            "max_tokens": 16,
+        }).encode()
+        req = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            resp.read()
+            served[group][resp.headers.get("x-gateway-destination-endpoint", "?")] += 1
+
+print(f"\n{groups} shared-prefix groups x {per_group} prompts, through {url}\n")
+print(f"{'group':>5}  {'pod(s) that served it':<40} requests")
+for group in range(groups):
+    pods = ", ".join(f"{pod} x{n}" for pod, n in sorted(served[group].items()))
+    print(f"{group:>5}  {pods:<40} {sum(served[group].values())}")
+pods_used = Counter()
+for counter in served.values():
+    pods_used.update(counter)
+print(f"\nrequests per pod: {dict(sorted(pods_used.items()))}")
+sticky = sum(1 for c in served.values() if len(c) == 1)
+print(f"groups that stayed on one pod: {sticky}/{groups}")
