@@ -11,6 +11,7 @@ mod abi;
 pub mod config;
 pub mod envoy;
 mod error_body;
+mod guarded_stream;
 pub mod http_filter;
 pub mod lb_policy;
 mod logging;

@@ -406,3 +406,71 @@ fn no_healthy_host_means_no_pick() {
         None
     );
 }
+
+// ---- panic guard at the stream level ----
+
+#[test]
+fn a_panic_in_a_request_hook_answers_500_and_the_stream_stays_failed() {
+    use crate::guarded_stream::GuardedStream;
+    let config = Arc::new(ModuleConfig::from_json(b"").unwrap());
+    let mut stream = GuardedStream::new(config);
+    let mut s = FakeStream::post("/v1/completions", "t-panic");
+    let status = stream.request(
+        &mut s,
+        "test",
+        HeadersStatus::StopIteration,
+        |_, _| -> HeadersStatus { panic!("injected failure") },
+    );
+    assert_eq!(status, HeadersStatus::StopIteration);
+    assert_eq!(s.reply.as_ref().unwrap().0, 500);
+    assert!(s.reply_message().contains("injected failure"));
+    // Later hooks never run filter code again and do not answer twice.
+    let mut ran = false;
+    let status = stream.request(&mut s, "test", BodyStatus::StopIterationNoBuffer, |_, _| {
+        ran = true;
+        BodyStatus::Continue
+    });
+    assert_eq!(status, BodyStatus::StopIterationNoBuffer);
+    assert!(!ran);
+    assert_eq!(
+        stream.response(&mut s, "test", HeadersStatus::Continue, |_, _| {
+            HeadersStatus::StopIteration
+        }),
+        HeadersStatus::Continue
+    );
+}
+
+#[test]
+fn a_panic_after_a_local_reply_does_not_answer_twice() {
+    use crate::guarded_stream::GuardedStream;
+    let config = Arc::new(ModuleConfig::from_json(b"").unwrap());
+    let mut stream = GuardedStream::new(config);
+    let mut s = FakeStream::post("/v1/completions", "t-panic2");
+    stream.request(&mut s, "test", HeadersStatus::StopIteration, |f, h| {
+        f.on_request_headers(h, true)
+    });
+    assert_eq!(s.reply.as_ref().unwrap().0, 400);
+    // FakeStream asserts on a second reply.
+    stream.request(
+        &mut s,
+        "test",
+        BodyStatus::StopIterationNoBuffer,
+        |_, _| -> BodyStatus { panic!("late") },
+    );
+}
+
+#[test]
+fn a_panic_in_the_response_phase_passes_the_response_through() {
+    use crate::guarded_stream::GuardedStream;
+    let config = Arc::new(ModuleConfig::from_json(b"").unwrap());
+    let mut stream = GuardedStream::new(config);
+    let mut s = FakeStream::post("/v1/completions", "t-panic3");
+    let status = stream.response(
+        &mut s,
+        "test",
+        HeadersStatus::Continue,
+        |_, _| -> HeadersStatus { panic!("x") },
+    );
+    assert_eq!(status, HeadersStatus::Continue);
+    assert!(s.reply.is_none());
+}

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use super::callbacks::*;
 use super::types::*;
 use crate::envoy::{BodyStatus, EnvoyHttpFilter, HeadersStatus};
-use crate::error_body::error_json;
-use crate::http_filter::InferenceFilter;
+use crate::guarded_stream::GuardedStream;
 use crate::logging::{log, Level};
 use crate::module_config::ModuleConfig;
 use crate::panic_guard::catch;
@@ -174,47 +173,13 @@ impl EnvoyHttpFilter for Handle {
     }
 }
 
-/// Per-stream state Envoy holds for us.
-struct Stream {
-    filter: InferenceFilter,
-    /// Set after a panic: the stream only passes through from then on.
-    failed: bool,
-}
-
-/// Runs a request-phase hook; a panic answers the request with a JSON 500.
-fn request_hook<R>(
-    envoy: EnvoyPtr,
-    module: ModulePtr,
-    hook: &str,
-    on_panic: R,
-    work: impl FnOnce(&mut InferenceFilter, &mut Handle) -> R,
-) -> R {
-    // SAFETY: `module` is the `Stream` we boxed in `on_http_filter_new`; Envoy calls a stream's
-    // hooks one at a time on its worker thread.
-    let stream = unsafe { &mut *(module as *mut Stream) };
-    let mut handle = Handle(envoy);
-    if stream.failed {
-        return on_panic;
-    }
-    match catch(hook, || work(&mut stream.filter, &mut handle)) {
-        Ok(status) => status,
-        Err(message) => {
-            stream.failed = true;
-            if !stream.filter.replied() {
-                let body = error_json(
-                    500,
-                    &format!("inference-scheduler internal error: {message}"),
-                );
-                handle.send_response(
-                    500,
-                    &[("content-type", "application/json")],
-                    &body,
-                    "inference_scheduler_panic",
-                );
-            }
-            on_panic
-        }
-    }
+/// The stream Envoy holds for us behind `module`.
+///
+/// # Safety
+/// `module` must be the `GuardedStream` boxed in `on_http_filter_new`, not yet destroyed. Envoy
+/// calls one stream's hooks one at a time, on its worker thread, so the `&mut` is exclusive.
+unsafe fn stream<'a>(module: ModulePtr) -> &'a mut GuardedStream {
+    &mut *(module as *mut GuardedStream)
 }
 
 #[no_mangle]
@@ -265,17 +230,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
 ) -> ModulePtr {
     // SAFETY: `config` is alive for as long as filters made from it.
     let config = unsafe { &*(config as *const Arc<ModuleConfig>) };
-    let stream = Stream {
-        filter: InferenceFilter::new(Arc::clone(config)),
-        failed: false,
-    };
-    Box::into_raw(Box::new(stream)) as ModulePtr
+    Box::into_raw(Box::new(GuardedStream::new(Arc::clone(config)))) as ModulePtr
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: ModulePtr) {
     // SAFETY: `module` came from `Box::into_raw` in filter_new and Envoy destroys it once.
-    drop(unsafe { Box::from_raw(module as *mut Stream) });
+    drop(unsafe { Box::from_raw(module as *mut GuardedStream) });
 }
 
 fn headers_status(s: HeadersStatus) -> u32 {
@@ -299,9 +260,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     module: ModulePtr,
     end_of_stream: bool,
 ) -> u32 {
-    request_hook(
-        envoy,
-        module,
+    // SAFETY: `module` is this stream's `GuardedStream` (see `stream`).
+    unsafe { stream(module) }.request(
+        &mut Handle(envoy),
         "request_headers",
         HEADERS_STOP_ITERATION,
         |f, h| headers_status(f.on_request_headers(h, end_of_stream)),
@@ -314,9 +275,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     module: ModulePtr,
     end_of_stream: bool,
 ) -> u32 {
-    request_hook(
-        envoy,
-        module,
+    // SAFETY: `module` is this stream's `GuardedStream` (see `stream`).
+    unsafe { stream(module) }.request(
+        &mut Handle(envoy),
         "request_body",
         BODY_STOP_NO_BUFFER,
         |f, h| body_status(f.on_request_body(h, end_of_stream)),
@@ -328,9 +289,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     envoy: EnvoyPtr,
     module: ModulePtr,
 ) -> u32 {
-    request_hook(
-        envoy,
-        module,
+    // SAFETY: `module` is this stream's `GuardedStream` (see `stream`).
+    unsafe { stream(module) }.request(
+        &mut Handle(envoy),
         "request_trailers",
         TRAILERS_STOP_ITERATION,
         |f, h| match f.on_request_trailers(h) {
@@ -346,22 +307,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     module: ModulePtr,
     _end_of_stream: bool,
 ) -> u32 {
-    // The response has begun: a panic here can no longer become a 500, so it only passes through.
-    // SAFETY: as in `request_hook`.
-    let stream = unsafe { &mut *(module as *mut Stream) };
-    if stream.failed {
-        return HEADERS_CONTINUE;
-    }
-    let mut handle = Handle(envoy);
-    match catch("response_headers", || {
-        stream.filter.on_response_headers(&mut handle)
-    }) {
-        Ok(status) => headers_status(status),
-        Err(_) => {
-            stream.failed = true;
-            HEADERS_CONTINUE
-        }
-    }
+    // SAFETY: `module` is this stream's `GuardedStream` (see `stream`).
+    unsafe { stream(module) }.response(
+        &mut Handle(envoy),
+        "response_headers",
+        HEADERS_CONTINUE,
+        |f, h| headers_status(f.on_response_headers(h)),
+    )
 }
 
 // Response bodies (SSE streams included) and trailers pass through untouched.
