@@ -38,7 +38,12 @@ where
 mod tests {
     use super::*;
 
-    const PODS: [&str; 4] = ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000", "10.0.0.4:8000"];
+    const PODS: [&str; 4] = [
+        "10.0.0.1:8000",
+        "10.0.0.2:8000",
+        "10.0.0.3:8000",
+        "10.0.0.4:8000",
+    ];
 
     #[test]
     fn same_key_same_endpoint_regardless_of_order() {
@@ -68,7 +73,10 @@ mod tests {
             let before = pick(key.as_bytes(), PODS).unwrap();
             let after = pick(key.as_bytes(), without_last.iter().copied()).unwrap();
             if before != 3 {
-                assert_eq!(before, after, "key {key} moved although its endpoint stayed");
+                assert_eq!(
+                    before, after,
+                    "key {key} moved although its endpoint stayed"
+                );
             }
         }
     }
