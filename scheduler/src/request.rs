@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::ControlFlow;
 
 use serde::Deserialize;
 
@@ -175,48 +176,87 @@ fn parse_messages(raw: &serde_json::value::RawValue) -> Result<Input<'_>, Reques
 }
 
 impl InferenceRequest<'_> {
-    /// The text the model server will see first, for prefix affinity. Borrowed when the prompt
-    /// is one string; otherwise a deterministic serialisation (role and text of every message,
-    /// each part of a list), identical on every replica for the same body.
-    pub fn prompt_text(&self) -> Cow<'_, str> {
+    /// Feeds the text the model server will see first, for prefix affinity, to `sink` piece by
+    /// piece in order, without building it; stops as soon as `sink` breaks. Concatenated, the
+    /// pieces are exactly [`InferenceRequest::prompt_text`].
+    pub fn visit_prompt(&self, mut sink: impl FnMut(&str) -> ControlFlow<()>) {
+        let _ = self.visit(&mut sink);
+    }
+
+    fn visit(&self, sink: &mut dyn FnMut(&str) -> ControlFlow<()>) -> ControlFlow<()> {
         match &self.input {
-            Input::Prompt(texts) if texts.len() == 1 => Cow::Borrowed(texts[0].as_ref()),
-            Input::Prompt(texts) => Cow::Owned(texts.join("\n")),
-            Input::Tokens(batches) => {
-                let mut out = String::new();
-                for id in batches.iter().flatten() {
-                    out.push_str(&id.to_string());
-                    out.push(' ');
+            Input::Prompt(texts) => {
+                for (i, text) in texts.iter().enumerate() {
+                    if i > 0 {
+                        sink("\n")?;
+                    }
+                    sink(text)?;
                 }
-                Cow::Owned(out)
+            }
+            Input::Tokens(batches) => {
+                let mut digits = [0u8; 12];
+                for id in batches.iter().flatten() {
+                    sink(format_u32(*id, &mut digits))?;
+                    sink(" ")?;
+                }
             }
             Input::Messages(messages) => {
-                let mut out = String::new();
                 for m in messages {
-                    out.push_str(&m.role);
-                    out.push_str(": ");
+                    sink(&m.role)?;
+                    sink(": ")?;
                     match &m.content {
-                        Some(Content::Text(t)) => out.push_str(t),
+                        Some(Content::Text(t)) => sink(t)?,
                         Some(Content::Parts(parts)) => {
                             for p in parts {
                                 match &p.text {
-                                    Some(t) => out.push_str(t),
+                                    Some(t) => sink(t)?,
                                     None => {
-                                        out.push('<');
-                                        out.push_str(&p.kind);
-                                        out.push('>');
+                                        sink("<")?;
+                                        sink(&p.kind)?;
+                                        sink(">")?;
                                     }
                                 }
                             }
                         }
                         None => {}
                     }
-                    out.push('\n');
+                    sink("\n")?;
                 }
-                Cow::Owned(out)
             }
         }
+        ControlFlow::Continue(())
     }
+
+    /// The text the model server will see first, for prefix affinity. Borrowed when the prompt
+    /// is one string; otherwise a deterministic serialisation (role and text of every message,
+    /// each part of a list), identical on every replica for the same body.
+    pub fn prompt_text(&self) -> Cow<'_, str> {
+        if let Input::Prompt(texts) = &self.input {
+            if texts.len() == 1 {
+                return Cow::Borrowed(texts[0].as_ref());
+            }
+        }
+        let mut out = String::new();
+        self.visit_prompt(|piece| {
+            out.push_str(piece);
+            ControlFlow::Continue(())
+        });
+        Cow::Owned(out)
+    }
+}
+
+/// Decimal digits of `n` in `buf`, without allocating.
+fn format_u32(mut n: u32, buf: &mut [u8; 12]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).expect("ASCII digits")
 }
 
 #[cfg(test)]

@@ -1,0 +1,15 @@
+//! Scorers: queue, KV cache, prefix, LoRA affinity, in-flight, session affinity.
+
+mod in_flight;
+mod kv_cache;
+mod lora_affinity;
+mod prefix;
+mod queue;
+mod session_affinity;
+
+pub use in_flight::InFlight;
+pub use kv_cache::KvCache;
+pub use lora_affinity::LoraAffinity;
+pub use prefix::{Prefix, PrefixMatches};
+pub use queue::Queue;
+pub use session_affinity::SessionAffinity;

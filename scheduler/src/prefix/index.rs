@@ -1,0 +1,308 @@
+//! The prefix index shared by every worker thread: for each pod, the block hashes we routed to
+//! it, bounded per pod.
+//!
+//! Concurrency: the pod map is an immutable snapshot swapped on membership change (readers take
+//! no lock); each pod's set has its own read-write lock, held for one request's lookups or one
+//! route's inserts and never across anything else. Threads deciding for different pods never
+//! meet; readers of the same pod share its lock.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use arc_swap::{ArcSwap, Guard};
+use serde::Deserialize;
+
+use super::blocks::BlockHasher;
+use super::lru::BlockLru;
+use crate::pod::PodView;
+
+/// The `prefix_index` section of the scheduler config.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrefixConfig {
+    /// Block size in characters (bytes of the UTF-8 prompt text).
+    pub block_size: usize,
+    /// Blocks hashed per request at most; the rest of a long prompt is not indexed.
+    pub max_blocks: usize,
+    /// Blocks remembered per pod when the pod's KV-cache size is unknown.
+    pub capacity_per_pod: usize,
+    /// Characters per token, to turn a pod's KV-cache size in tokens into blocks.
+    pub chars_per_token: f64,
+}
+
+impl Default for PrefixConfig {
+    fn default() -> Self {
+        PrefixConfig {
+            block_size: 64,
+            max_blocks: 256,
+            capacity_per_pod: 31_250,
+            chars_per_token: 4.0,
+        }
+    }
+}
+
+impl PrefixConfig {
+    pub fn hasher(&self) -> BlockHasher {
+        BlockHasher {
+            block_size: self.block_size,
+            max_blocks: self.max_blocks,
+        }
+    }
+
+    /// Blocks the index keeps for `pod`: its KV cache in tokens converted to blocks when known,
+    /// else `capacity_per_pod`.
+    pub fn capacity_for(&self, pod: &PodView<'_>) -> usize {
+        match pod.metrics.and_then(|m| m.cache) {
+            Some(cache) if cache.tokens() > 0 => {
+                let chars = cache.tokens() as f64 * self.chars_per_token;
+                ((chars / self.block_size as f64).ceil() as usize).max(1)
+            }
+            _ => self.capacity_per_pod,
+        }
+    }
+}
+
+type PodSets = HashMap<Box<str>, Arc<RwLock<BlockLru>>, foldhash::fast::RandomState>;
+
+/// Block hash → pods that probably hold it.
+pub struct PrefixIndex {
+    config: PrefixConfig,
+    pods: ArcSwap<PodSets>,
+    /// Serialises membership changes (copy-on-write of the pod map); never taken by lookups.
+    membership: Mutex<()>,
+}
+
+/// The pod map as of one moment, for one request's lookups.
+pub struct IndexSnapshot(Guard<Arc<PodSets>>);
+
+impl IndexSnapshot {
+    /// How many of `blocks`' leading blocks `address` holds, in a row from the first.
+    pub fn matched_blocks(&self, address: &str, blocks: &[u64]) -> usize {
+        let Some(set) = self.0.get(address) else {
+            return 0;
+        };
+        let set = set.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        blocks
+            .iter()
+            .take_while(|&&hash| set.contains(hash))
+            .count()
+    }
+}
+
+impl PrefixIndex {
+    pub fn new(config: PrefixConfig) -> Self {
+        PrefixIndex {
+            config,
+            pods: ArcSwap::default(),
+            membership: Mutex::new(()),
+        }
+    }
+
+    pub fn config(&self) -> &PrefixConfig {
+        &self.config
+    }
+
+    pub fn snapshot(&self) -> IndexSnapshot {
+        IndexSnapshot(self.pods.load())
+    }
+
+    /// Records that a request with `blocks` was routed to `pod`: the pod now holds them.
+    /// Blocks are touched last to first, so a prompt's leading blocks, the ones other requests
+    /// share, are the last to be evicted (as vLLM frees a sequence's tail blocks first).
+    pub fn record(&self, pod: &PodView<'_>, blocks: &[u64]) {
+        if blocks.is_empty() {
+            return;
+        }
+        let capacity = self.config.capacity_for(pod);
+        let set = self.pod_set(pod.address, capacity);
+        let mut set = set.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        set.set_capacity(capacity);
+        for &hash in blocks.iter().rev() {
+            set.touch(hash);
+        }
+    }
+
+    /// Drops everything recorded for `address` (the pod left the pool).
+    pub fn forget(&self, address: &str) {
+        let _guard = self
+            .membership
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.pods.load().contains_key(address) {
+            let mut pods = PodSets::clone(&self.pods.load());
+            pods.remove(address);
+            self.pods.store(Arc::new(pods));
+        }
+    }
+
+    /// Bytes the index uses now (all pods' sets and the pod map).
+    pub fn bytes(&self) -> usize {
+        let pods = self.pods.load();
+        let map = pods.capacity() * std::mem::size_of::<(Box<str>, Arc<RwLock<BlockLru>>)>();
+        pods.iter()
+            .map(|(address, set)| {
+                address.len() + std::mem::size_of::<RwLock<BlockLru>>() + read(set).bytes()
+                    - std::mem::size_of::<BlockLru>()
+            })
+            .sum::<usize>()
+            + map
+            + std::mem::size_of::<Self>()
+    }
+
+    /// Block entries held, summed over pods.
+    pub fn blocks(&self) -> usize {
+        self.pods.load().values().map(|set| read(set).len()).sum()
+    }
+
+    /// Pods with entries.
+    pub fn pods(&self) -> usize {
+        self.pods.load().len()
+    }
+
+    fn pod_set(&self, address: &str, capacity: usize) -> Arc<RwLock<BlockLru>> {
+        if let Some(set) = self.pods.load().get(address) {
+            return Arc::clone(set);
+        }
+        let _guard = self
+            .membership
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.pods.load();
+        if let Some(set) = current.get(address) {
+            return Arc::clone(set);
+        }
+        let set = Arc::new(RwLock::new(BlockLru::new(capacity)));
+        let mut pods = PodSets::clone(&current);
+        pods.insert(address.into(), Arc::clone(&set));
+        self.pods.store(Arc::new(pods));
+        set
+    }
+}
+
+fn read(set: &RwLock<BlockLru>) -> std::sync::RwLockReadGuard<'_, BlockLru> {
+    set.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pod::{CacheGeometry, PodMetrics};
+
+    fn index(capacity: usize) -> PrefixIndex {
+        PrefixIndex::new(PrefixConfig {
+            capacity_per_pod: capacity,
+            ..PrefixConfig::default()
+        })
+    }
+
+    #[test]
+    fn matched_blocks_is_the_leading_run() {
+        let index = index(100);
+        let pod = PodView::new("10.0.0.1:8000");
+        index.record(&pod, &[1, 2, 3]);
+        let snap = index.snapshot();
+        assert_eq!(snap.matched_blocks(pod.address, &[1, 2, 3, 4]), 3);
+        assert_eq!(snap.matched_blocks(pod.address, &[1, 9, 3]), 1);
+        assert_eq!(snap.matched_blocks(pod.address, &[9, 2, 3]), 0);
+        assert_eq!(snap.matched_blocks("10.0.0.2:8000", &[1, 2, 3]), 0);
+    }
+
+    #[test]
+    fn per_pod_capacity_evicts_tails_first() {
+        let index = index(4);
+        let pod = PodView::new("p");
+        index.record(&pod, &[1, 2, 3]);
+        index.record(&pod, &[10, 11, 12]);
+        // Capacity 4: of the first request only its first block (touched last) survives.
+        let snap = index.snapshot();
+        assert_eq!(snap.matched_blocks("p", &[10, 11, 12]), 3);
+        assert_eq!(snap.matched_blocks("p", &[1, 2, 3]), 1);
+        assert_eq!(index.blocks(), 4);
+    }
+
+    #[test]
+    fn capacity_follows_the_pods_kv_cache_when_known() {
+        let config = PrefixConfig::default();
+        let mut metrics = PodMetrics::idle();
+        metrics.cache = Some(CacheGeometry {
+            num_gpu_blocks: 1000,
+            block_size: 16,
+        });
+        let pod = PodView {
+            metrics: Some(&metrics),
+            ..PodView::new("p")
+        };
+        // 16,000 tokens × 4 chars / 64 chars per block.
+        assert_eq!(config.capacity_for(&pod), 1000);
+        assert_eq!(config.capacity_for(&PodView::new("p")), 31_250);
+
+        let index = PrefixIndex::new(PrefixConfig {
+            block_size: 4,
+            chars_per_token: 1.0,
+            ..config
+        });
+        metrics.cache = Some(CacheGeometry {
+            num_gpu_blocks: 2,
+            block_size: 4,
+        }); // 2 blocks
+        let pod = PodView {
+            metrics: Some(&metrics),
+            ..PodView::new("p")
+        };
+        index.record(&pod, &[1, 2, 3, 4, 5]);
+        assert_eq!(index.blocks(), 2);
+    }
+
+    #[test]
+    fn forgetting_a_pod_drops_its_entries_and_memory() {
+        let index = index(1000);
+        let (a, b) = (PodView::new("a"), PodView::new("b"));
+        index.record(&a, &(0..500).collect::<Vec<_>>());
+        index.record(&b, &(0..500).collect::<Vec<_>>());
+        let before = index.bytes();
+        index.forget("a");
+        assert_eq!(index.snapshot().matched_blocks("a", &[0]), 0);
+        assert_eq!(index.snapshot().matched_blocks("b", &[0]), 1);
+        assert_eq!(index.pods(), 1);
+        assert!(index.bytes() < before);
+        index.forget("unknown"); // no-op
+    }
+
+    #[test]
+    fn memory_is_bounded_by_capacity() {
+        let index = index(1000);
+        let pod = PodView::new("p");
+        for round in 0..100u64 {
+            let blocks: Vec<u64> = (0..256).map(|i| round * 1000 + i).collect();
+            index.record(&pod, &blocks);
+        }
+        assert_eq!(index.blocks(), 1000);
+        assert!(index.bytes() < 1000 * 40, "{} bytes", index.bytes());
+    }
+
+    #[test]
+    fn concurrent_routes_and_lookups_stay_consistent() {
+        // Large enough that nothing is evicted: every insert must be found afterwards.
+        let index = Arc::new(index(100_000));
+        let pods: Vec<String> = (0..8).map(|i| format!("10.0.0.{i}:8000")).collect();
+        std::thread::scope(|scope| {
+            for t in 0..8u64 {
+                let index = &index;
+                let pods = &pods;
+                scope.spawn(move || {
+                    for i in 0..2000u64 {
+                        let pod = PodView::new(&pods[((t + i) % 8) as usize]);
+                        let blocks: Vec<u64> = (0..32).map(|b| (t << 40) | (i << 8) | b).collect();
+                        index.record(&pod, &blocks);
+                        let snap = index.snapshot();
+                        // What this thread just recorded is there in full, whatever the
+                        // other threads did to the same pod meanwhile.
+                        assert_eq!(snap.matched_blocks(pod.address, &blocks), 32);
+                    }
+                });
+            }
+        });
+        assert_eq!(index.pods(), 8);
+        assert_eq!(index.blocks(), 8 * 2000 * 32, "an insert was lost");
+    }
+}
