@@ -37,6 +37,16 @@ pub struct Backend {
     pub addr: String,
     served: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+}
+
+/// What the backend's `GET /metrics` answers.
+#[derive(Default)]
+struct Metrics {
+    text: Mutex<String>,
+    /// When set, `/metrics` requests are held without an answer (a hung pod).
+    hang: AtomicBool,
+    scrapes: AtomicUsize,
 }
 
 impl Backend {
@@ -46,18 +56,49 @@ impl Backend {
         let addr = listener.local_addr().unwrap().to_string();
         let served = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (name, count, stopped) = (addr.clone(), Arc::clone(&served), Arc::clone(&stop));
+        let metrics = Arc::new(Metrics::default());
+        let (name, count, stopped, text) = (
+            addr.clone(),
+            Arc::clone(&served),
+            Arc::clone(&stop),
+            Arc::clone(&metrics),
+        );
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stopped.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (name, count, gate) = (name.clone(), Arc::clone(&count), gate.clone());
-                std::thread::spawn(move || serve(conn, &name, &count, &gate));
+                let (name, count, gate, text) = (
+                    name.clone(),
+                    Arc::clone(&count),
+                    gate.clone(),
+                    Arc::clone(&text),
+                );
+                std::thread::spawn(move || serve(conn, &name, &count, &gate, &text));
             }
         });
-        Backend { addr, served, stop }
+        Backend {
+            addr,
+            served,
+            stop,
+            metrics,
+        }
+    }
+
+    /// Sets the Prometheus text `GET /metrics` answers.
+    pub fn set_metrics(&self, text: &str) {
+        *self.metrics.text.lock().unwrap() = text.to_owned();
+    }
+
+    /// Makes `GET /metrics` hang (true) or answer again (false).
+    pub fn hang_metrics(&self, hang: bool) {
+        self.metrics.hang.store(hang, Ordering::SeqCst);
+    }
+
+    /// `GET /metrics` requests received.
+    pub fn scrapes(&self) -> usize {
+        self.metrics.scrapes.load(Ordering::SeqCst)
     }
 
     /// Requests this backend answered.
@@ -95,12 +136,28 @@ impl Request {
     }
 }
 
-fn serve(conn: TcpStream, name: &str, served: &AtomicUsize, gate: &SseGate) {
+fn serve(conn: TcpStream, name: &str, served: &AtomicUsize, gate: &SseGate, metrics: &Metrics) {
     // Small writes must leave at once: with Nagle, a response's tail waits for a delayed ACK.
     let _ = conn.set_nodelay(true);
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut writer = conn;
     while let Some(req) = read_request(&mut reader) {
+        if req.method == "GET" && req.path == "/metrics" {
+            metrics.scrapes.fetch_add(1, Ordering::SeqCst);
+            if metrics.hang.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_secs(30));
+                return;
+            }
+            let text = metrics.text.lock().unwrap().clone();
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\n\r\n{text}",
+                text.len()
+            );
+            if writer.write_all(response.as_bytes()).is_err() {
+                return;
+            }
+            continue;
+        }
         served.fetch_add(1, Ordering::SeqCst);
         let wants_stream = serde_json::from_slice::<serde_json::Value>(&req.body)
             .is_ok_and(|v| v["stream"] == true);

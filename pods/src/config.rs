@@ -1,0 +1,126 @@
+//! How pods are scraped: the `pod_metrics` object of the filter config.
+
+use serde::Deserialize;
+
+use crate::metric_names::MetricNames;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrapeConfig {
+    /// Time between the starts of two scrapes of one pod.
+    pub interval_ms: u64,
+    /// A scrape that has not completed by then is abandoned and counts as failed.
+    pub timeout_ms: u64,
+    /// Path of the metrics endpoint on every pod.
+    pub path: String,
+    /// Metric names: `vllm`, `sglang`, or `custom` (then `custom_names` says which).
+    pub preset: String,
+    pub custom_names: Option<MetricNames>,
+}
+
+impl Default for ScrapeConfig {
+    fn default() -> Self {
+        ScrapeConfig {
+            interval_ms: 50,
+            timeout_ms: 1000,
+            path: "/metrics".into(),
+            preset: "vllm".into(),
+            custom_names: None,
+        }
+    }
+}
+
+impl ScrapeConfig {
+    /// Checks the values; errors name the field (relative to this object).
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.interval_ms == 0 {
+            return Err(("interval_ms", "must be > 0".into()));
+        }
+        if self.timeout_ms == 0 {
+            return Err(("timeout_ms", "must be > 0".into()));
+        }
+        if !self.path.starts_with('/') {
+            return Err(("path", format!("{:?} must start with '/'", self.path)));
+        }
+        self.metric_names().map(|_| ())
+    }
+
+    /// The metric names the preset (or the custom mapping) selects.
+    pub fn metric_names(&self) -> Result<MetricNames, (&'static str, String)> {
+        match (self.preset.as_str(), &self.custom_names) {
+            ("custom", Some(names)) => Ok(names.clone()),
+            ("custom", None) => Err((
+                "custom_names",
+                "is required when preset is \"custom\"".into(),
+            )),
+            (_, Some(_)) => Err((
+                "custom_names",
+                "is only allowed when preset is \"custom\"".into(),
+            )),
+            (preset, None) => MetricNames::preset(preset).ok_or((
+                "preset",
+                format!("unknown preset {preset:?}; expected \"vllm\", \"sglang\" or \"custom\""),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> ScrapeConfig {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn defaults_scrape_vllm_every_50ms() {
+        let c = parse("{}");
+        assert_eq!(
+            (c.interval_ms, c.timeout_ms, c.path.as_str()),
+            (50, 1000, "/metrics")
+        );
+        assert_eq!(c.metric_names().unwrap(), MetricNames::vllm());
+    }
+
+    #[test]
+    fn presets_and_custom_names() {
+        assert_eq!(
+            parse(r#"{"preset":"sglang"}"#).metric_names().unwrap(),
+            MetricNames::sglang()
+        );
+        let c = parse(r#"{"preset":"custom","custom_names":{"waiting":["q"],"kv_usage":["kv"]}}"#);
+        let names = c.metric_names().unwrap();
+        assert_eq!(names.waiting, vec!["q".to_owned()]);
+        assert!(names.running.is_empty());
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        assert_eq!(
+            parse(r#"{"preset":"tgi"}"#).validate().unwrap_err().0,
+            "preset"
+        );
+        assert_eq!(
+            parse(r#"{"preset":"custom"}"#).validate().unwrap_err().0,
+            "custom_names"
+        );
+        assert_eq!(
+            parse(r#"{"custom_names":{}}"#).validate().unwrap_err().0,
+            "custom_names"
+        );
+        assert_eq!(
+            parse(r#"{"interval_ms":0}"#).validate().unwrap_err().0,
+            "interval_ms"
+        );
+        assert_eq!(
+            parse(r#"{"timeout_ms":0}"#).validate().unwrap_err().0,
+            "timeout_ms"
+        );
+        assert_eq!(
+            parse(r#"{"path":"metrics"}"#).validate().unwrap_err().0,
+            "path"
+        );
+        assert!(serde_json::from_str::<ScrapeConfig>(r#"{"interval":5}"#).is_err());
+    }
+}
