@@ -77,15 +77,23 @@ pub struct IndexSnapshot(Guard<Arc<PodSets>>);
 
 impl IndexSnapshot {
     /// How many of `blocks`' leading blocks `address` holds, in a row from the first.
+    ///
+    /// A binary search, a handful of probes instead of one per block: what a pod holds of one
+    /// chain is always a leading run. A block's hash covers every block before it, so whoever
+    /// recorded block `j` recorded blocks `0..j` in the same call, touching them after `j`;
+    /// they are therefore at least as recent as `j` and the LRU evicts `j` first.
     pub fn matched_blocks(&self, address: &str, blocks: &[u64]) -> usize {
         let Some(set) = self.0.get(address) else {
             return 0;
         };
         let set = set.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        blocks
-            .iter()
-            .take_while(|&&hash| set.contains(hash))
-            .count()
+        // Most pods hold none of a given prompt: one probe settles that.
+        match blocks.first() {
+            Some(&first) if set.contains(first) => {
+                1 + blocks[1..].partition_point(|&hash| set.contains(hash))
+            }
+            _ => 0,
+        }
     }
 }
 
@@ -117,9 +125,7 @@ impl PrefixIndex {
         let set = self.pod_set(pod.address, capacity);
         let mut set = set.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         set.set_capacity(capacity);
-        for &hash in blocks.iter().rev() {
-            set.touch(hash);
-        }
+        set.touch_all(blocks.iter().rev().copied());
     }
 
     /// Drops everything recorded for `address` (the pod left the pool).
@@ -202,9 +208,58 @@ mod tests {
         index.record(&pod, &[1, 2, 3]);
         let snap = index.snapshot();
         assert_eq!(snap.matched_blocks(pod.address, &[1, 2, 3, 4]), 3);
-        assert_eq!(snap.matched_blocks(pod.address, &[1, 9, 3]), 1);
-        assert_eq!(snap.matched_blocks(pod.address, &[9, 2, 3]), 0);
+        assert_eq!(snap.matched_blocks(pod.address, &[1, 2, 9, 9, 9]), 2);
+        assert_eq!(snap.matched_blocks(pod.address, &[9, 9, 9]), 0);
+        assert_eq!(snap.matched_blocks(pod.address, &[]), 0);
         assert_eq!(snap.matched_blocks("10.0.0.2:8000", &[1, 2, 3]), 0);
+    }
+
+    #[test]
+    fn held_blocks_of_a_chain_stay_a_leading_run_under_eviction() {
+        // Many prompts sharing prefixes of varied length, through a small LRU: for every
+        // prompt seen so far, the blocks held must be exactly a leading run (what the binary
+        // search assumes), and the search must count them all.
+        let config = PrefixConfig {
+            block_size: 4,
+            capacity_per_pod: 50,
+            ..PrefixConfig::default()
+        };
+        let hasher = config.hasher();
+        let index = PrefixIndex::new(config);
+        let pod = PodView::new("p");
+        let prompts: Vec<String> = (0..200)
+            .map(|i| {
+                format!(
+                    "{}{}",
+                    "shared--".repeat(i % 7),
+                    "x".repeat(4 * (i % 5) + i)
+                )
+            })
+            .collect();
+        let mut evicted_some = false;
+        for (n, text) in prompts.iter().enumerate() {
+            index.record(&pod, &hasher.hash_text("m", text).hashes);
+            let snap = index.snapshot();
+            for earlier in &prompts[..=n] {
+                let blocks = hasher.hash_text("m", earlier).hashes;
+                let held = match snap.0.get("p") {
+                    None => 0,
+                    Some(set) => {
+                        let set = read(set);
+                        let run = blocks.iter().take_while(|&&h| set.contains(h)).count();
+                        let held = blocks.iter().filter(|&&h| set.contains(h)).count();
+                        assert_eq!(
+                            run, held,
+                            "held blocks of {earlier:?} are not a leading run"
+                        );
+                        held
+                    }
+                };
+                evicted_some |= held < blocks.len();
+                assert_eq!(snap.matched_blocks("p", &blocks), held);
+            }
+        }
+        assert!(evicted_some, "the test must exercise eviction");
     }
 
     #[test]
