@@ -45,6 +45,10 @@ fn main() {
             .and_then(|l| l.parse::<f64>().ok())
     });
 
+    // --- Index memory at the reference's configuration: 31,250 blocks per pod, 6 pods. First,
+    // while the heap is fresh, so the resident-memory growth is a fair cross-check. ---
+    let (reference_bytes, reference_blocks, rss_delta) = reference_index_memory();
+
     // --- Seed-like decisions: ~10 KB prompt (8 KB shared system prompt + 2 KB question). ---
     let addresses = addresses(SEED_PODS);
     let metrics = metrics(SEED_PODS);
@@ -84,28 +88,13 @@ fn main() {
         0,
     ));
 
-    // --- Contended: 8 threads deciding at once on the shared scheduler and index. ---
+    // --- Contended: 8 threads deciding at once on the shared scheduler and index, then as many
+    // threads as CPUs (the 8-thread wall clock includes waiting for a CPU). ---
     let threads = 8;
-    let started = Instant::now();
-    let mut contended = Timings::default();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (scheduler, addresses, bodies) = (&scheduler, &addresses, &seed_bodies);
-                scope.spawn(move || {
-                    time_decisions(scheduler, addresses, bodies, samples / threads, t * 101)
-                })
-            })
-            .collect();
-        for h in handles {
-            contended.extend(h.join().unwrap());
-        }
-    });
-    let contended_throughput = contended.wall.len() as f64 / started.elapsed().as_secs_f64();
-    let contended = Percentiles::of(contended);
-
-    // --- Index memory at the reference's configuration: 31,250 blocks per pod, 6 pods. ---
-    let (reference_bytes, reference_blocks, rss_delta) = reference_index_memory();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (contended, contended_throughput) =
+        contend(&scheduler, &addresses, &seed_bodies, threads, samples);
+    let (per_cpu, _) = contend(&scheduler, &addresses, &seed_bodies, cpus, samples);
 
     // --- Decision time against pod count and prompt size. ---
     let pod_counts = [4usize, 16, 64, 256];
@@ -154,6 +143,8 @@ fn main() {
         "contended_cpu_p50_us": round(contended.cpu_p50),
         "contended_cpu_p99_us": round(contended.cpu_p99),
         "contended_threads": threads,
+        "contended_one_thread_per_cpu_p50_us": round(per_cpu.p50),
+        "contended_one_thread_per_cpu_p99_us": round(per_cpu.p99),
         "contended_decisions_per_second": contended_throughput.round(),
         "index_bytes_per_block": round(reference_bytes as f64 / reference_blocks as f64),
         "index_bytes_reference_config": reference_bytes,
@@ -166,7 +157,7 @@ fn main() {
         "seed_request_blocks": request_blocks,
         "pods": SEED_PODS,
         "samples": samples,
-        "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "cpus": cpus,
         "load_average_at_start": load_average,
         "decision_us_by_pods_and_prompt": table.iter().map(|(n, row)| {
             let cells = sizes.iter().zip(row).map(|(s, p)| {
@@ -210,6 +201,33 @@ fn main() {
         }
         println!();
     }
+}
+
+/// Runs `samples` decisions split over `threads` threads at once on one scheduler; returns
+/// their percentiles and the decisions per second achieved.
+fn contend(
+    scheduler: &Scheduler,
+    addresses: &[String],
+    bodies: &[Vec<u8>],
+    threads: usize,
+    samples: usize,
+) -> (Percentiles, f64) {
+    let started = Instant::now();
+    let mut all = Timings::default();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    time_decisions(scheduler, addresses, bodies, samples / threads, t * 101)
+                })
+            })
+            .collect();
+        for h in handles {
+            all.extend(h.join().unwrap());
+        }
+    });
+    let throughput = all.wall.len() as f64 / started.elapsed().as_secs_f64();
+    (Percentiles::of(all), throughput)
 }
 
 /// Fills an index the way the reference sized its own (31,250 blocks per pod, 6 pods) and

@@ -185,12 +185,18 @@ impl SchedulerConfig {
         };
         at_least_one("block_size", p.block_size)?;
         at_least_one("max_blocks", p.max_blocks)?;
-        at_least_one("capacity_per_pod", p.capacity_per_pod)?;
-        if p.capacity_per_pod >= u32::MAX as usize {
-            return Err(ConfigError::new(
-                "prefix_index.capacity_per_pod",
-                "must be below 2^32 - 1",
-            ));
+        for (name, value) in [
+            ("capacity_per_pod", p.capacity_per_pod),
+            ("max_capacity_per_pod", p.max_capacity_per_pod),
+        ] {
+            at_least_one(name, value)?;
+            // Slots are numbered with 32 bits.
+            if value >= u32::MAX as usize {
+                return Err(ConfigError::new(
+                    format!("prefix_index.{name}"),
+                    "must be below 2^32 - 1",
+                ));
+            }
         }
         if !(p.chars_per_token.is_finite() && p.chars_per_token > 0.0) {
             return Err(ConfigError::new(

@@ -230,6 +230,12 @@ impl Scheduler {
         self.index.forget(address);
     }
 
+    /// Keeps prefix-index entries only for the pods `is_member` accepts; call it when pool
+    /// membership changes (it also catches a route recorded while a pod was being forgotten).
+    pub fn retain_pods(&self, is_member: impl FnMut(&str) -> bool) {
+        self.index.retain(is_member);
+    }
+
     /// Chooses a pod for `request` among `pods` without recording anything.
     pub fn decide(
         &self,

@@ -26,6 +26,9 @@ pub struct PrefixConfig {
     pub max_blocks: usize,
     /// Blocks remembered per pod when the pod's KV-cache size is unknown.
     pub capacity_per_pod: usize,
+    /// Upper bound on a pod's capacity derived from its KV-cache size, so a misreporting pod
+    /// cannot make the index grow without bound.
+    pub max_capacity_per_pod: usize,
     /// Characters per token, to turn a pod's KV-cache size in tokens into blocks.
     pub chars_per_token: f64,
 }
@@ -36,6 +39,7 @@ impl Default for PrefixConfig {
             block_size: 64,
             max_blocks: 256,
             capacity_per_pod: 31_250,
+            max_capacity_per_pod: 1_000_000,
             chars_per_token: 4.0,
         }
     }
@@ -49,13 +53,14 @@ impl PrefixConfig {
         }
     }
 
-    /// Blocks the index keeps for `pod`: its KV cache in tokens converted to blocks when known,
-    /// else `capacity_per_pod`.
+    /// Blocks the index keeps for `pod`: its KV cache in tokens converted to blocks when known
+    /// (at most `max_capacity_per_pod`), else `capacity_per_pod`.
     pub fn capacity_for(&self, pod: &PodView<'_>) -> usize {
         match pod.metrics.and_then(|m| m.cache) {
             Some(cache) if cache.tokens() > 0 => {
                 let chars = cache.tokens() as f64 * self.chars_per_token;
-                ((chars / self.block_size as f64).ceil() as usize).max(1)
+                let blocks = (chars / self.block_size as f64).ceil();
+                (blocks.min(self.max_capacity_per_pod as f64) as usize).max(1)
             }
             _ => self.capacity_per_pod,
         }
@@ -139,6 +144,22 @@ impl PrefixIndex {
             pods.remove(address);
             self.pods.store(Arc::new(pods));
         }
+    }
+
+    /// Keeps only the pods `keep` accepts: the caller's periodic reconciliation with pool
+    /// membership, which also catches a route recorded for a pod while it was being forgotten.
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        let _guard = self
+            .membership
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.pods.load();
+        if current.keys().all(|address| keep(address)) {
+            return;
+        }
+        let mut pods = PodSets::clone(&current);
+        pods.retain(|address, _| keep(address));
+        self.pods.store(Arc::new(pods));
     }
 
     /// Bytes the index uses now (all pods' sets and the pod map).
@@ -321,6 +342,36 @@ mod tests {
         assert_eq!(index.pods(), 1);
         assert!(index.bytes() < before);
         index.forget("unknown"); // no-op
+    }
+
+    #[test]
+    fn retain_keeps_only_current_members() {
+        let index = index(1000);
+        for address in ["a", "b", "c"] {
+            index.record(&PodView::new(address), &[1, 2]);
+        }
+        index.retain(|address| address != "b");
+        assert_eq!(index.pods(), 2);
+        assert_eq!(index.snapshot().matched_blocks("b", &[1, 2]), 0);
+        assert_eq!(index.snapshot().matched_blocks("c", &[1, 2]), 2);
+    }
+
+    #[test]
+    fn derived_capacity_is_capped() {
+        let config = PrefixConfig {
+            max_capacity_per_pod: 5000,
+            ..PrefixConfig::default()
+        };
+        let mut metrics = PodMetrics::idle();
+        metrics.cache = Some(CacheGeometry {
+            num_gpu_blocks: u64::MAX,
+            block_size: 16,
+        });
+        let pod = PodView {
+            metrics: Some(&metrics),
+            ..PodView::new("p")
+        };
+        assert_eq!(config.capacity_for(&pod), 5000);
     }
 
     #[test]
