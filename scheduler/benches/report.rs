@@ -17,6 +17,9 @@ use workload::*;
 
 const SEED_PODS: usize = 16;
 const WARM_BLOCKS: usize = 1_000_000;
+/// Headline percentiles are the median over this many rounds, so a burst of load from another
+/// process during one round does not decide the figure.
+const ROUNDS: usize = 5;
 
 struct Percentiles {
     p50: f64,
@@ -34,6 +37,22 @@ impl Percentiles {
             cpu_p99: quantile(&mut t.cpu, 0.99),
         }
     }
+}
+
+/// Each percentile as the median of its values over `ROUNDS` rounds of `round`.
+fn in_rounds(mut round: impl FnMut(usize) -> Timings) -> Percentiles {
+    let rounds: Vec<Percentiles> = (0..ROUNDS).map(|r| Percentiles::of(round(r))).collect();
+    let med = |f: fn(&Percentiles) -> f64| median(&mut rounds.iter().map(f).collect::<Vec<_>>());
+    Percentiles {
+        p50: med(|p| p.p50),
+        p99: med(|p| p.p99),
+        cpu_p50: med(|p| p.cpu_p50),
+        cpu_p99: med(|p| p.cpu_p99),
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    quantile(values, 0.5)
 }
 
 fn main() {
@@ -61,13 +80,15 @@ fn main() {
     let warm_blocks = scheduler.prefix_index().blocks();
     let warm_bytes = scheduler.prefix_index().bytes();
     time_decisions(&scheduler, &addresses, &seed_bodies, 2_000, 0); // warm caches
-    let seed = Percentiles::of(time_decisions(
-        &scheduler,
-        &addresses,
-        &seed_bodies,
-        samples,
-        1,
-    ));
+    let seed = in_rounds(|round| {
+        time_decisions(
+            &scheduler,
+            &addresses,
+            &seed_bodies,
+            samples / ROUNDS,
+            round * 997,
+        )
+    });
     let (predicted_hits, request_blocks) = {
         let request =
             scheduler::request::parse(&seed_bodies[3], scheduler::ApiKind::Completions).unwrap();
@@ -80,21 +101,35 @@ fn main() {
     // --- Long prompts: 220 KB (200 KB shared + 20 KB own). ---
     let long_bodies = bodies(8, 4, 200_000, 20_000);
     warm(&scheduler, &pods, 0, &long_bodies);
-    let long = Percentiles::of(time_decisions(
-        &scheduler,
-        &addresses,
-        &long_bodies,
-        samples / 10,
-        0,
-    ));
+    let long = in_rounds(|round| {
+        time_decisions(
+            &scheduler,
+            &addresses,
+            &long_bodies,
+            samples / 10 / ROUNDS,
+            round * 7,
+        )
+    });
 
     // --- Contended: 8 threads deciding at once on the shared scheduler and index, then as many
     // threads as CPUs (the 8-thread wall clock includes waiting for a CPU). ---
     let threads = 8;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (contended, contended_throughput) =
-        contend(&scheduler, &addresses, &seed_bodies, threads, samples);
-    let (per_cpu, _) = contend(&scheduler, &addresses, &seed_bodies, cpus, samples);
+    let mut throughputs = Vec::new();
+    let contended = in_rounds(|_| {
+        let (timings, throughput) = contend(
+            &scheduler,
+            &addresses,
+            &seed_bodies,
+            threads,
+            samples / ROUNDS,
+        );
+        throughputs.push(throughput);
+        timings
+    });
+    let contended_throughput = median(&mut throughputs);
+    let per_cpu =
+        in_rounds(|_| contend(&scheduler, &addresses, &seed_bodies, cpus, samples / ROUNDS).0);
 
     // --- Decision time against pod count and prompt size. ---
     let pod_counts = [4usize, 16, 64, 256];
@@ -157,6 +192,7 @@ fn main() {
         "seed_request_blocks": request_blocks,
         "pods": SEED_PODS,
         "samples": samples,
+        "rounds": ROUNDS,
         "cpus": cpus,
         "load_average_at_start": load_average,
         "decision_us_by_pods_and_prompt": table.iter().map(|(n, row)| {
@@ -211,7 +247,7 @@ fn contend(
     bodies: &[Vec<u8>],
     threads: usize,
     samples: usize,
-) -> (Percentiles, f64) {
+) -> (Timings, f64) {
     let started = Instant::now();
     let mut all = Timings::default();
     std::thread::scope(|scope| {
@@ -227,7 +263,7 @@ fn contend(
         }
     });
     let throughput = all.wall.len() as f64 / started.elapsed().as_secs_f64();
-    (Percentiles::of(all), throughput)
+    (all, throughput)
 }
 
 /// Fills an index the way the reference sized its own (31,250 blocks per pod, 6 pods) and
