@@ -121,6 +121,17 @@ impl ConfigError {
             message: message.into(),
         }
     }
+
+    /// The same error seen from an enclosing config, where this section sits under `key`
+    /// (`profiles.x` becomes `scheduler.profiles.x`).
+    pub fn nested_in(self, key: &str) -> Self {
+        let path = if self.path.is_empty() || self.path == "." {
+            key.to_owned()
+        } else {
+            format!("{key}.{}", self.path)
+        };
+        ConfigError { path, ..self }
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -172,6 +183,24 @@ impl SchedulerConfig {
         let config: SchedulerConfig = serde_path_to_error::deserialize(&mut de)
             .map_err(|e| ConfigError::new(e.path().to_string(), e.into_inner().to_string()))?;
         de.end().map_err(|e| ConfigError::new("", e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The same from an already parsed JSON value (the `scheduler` section of the filter's
+    /// config); `null` is the default configuration.
+    pub fn from_value(value: &serde_json::Value) -> Result<Self, ConfigError> {
+        if value.is_null() {
+            return Ok(SchedulerConfig::default());
+        }
+        if !value.is_object() {
+            return Err(ConfigError::new(
+                "",
+                "invalid type: the scheduler config must be a JSON object",
+            ));
+        }
+        let config: SchedulerConfig = serde_path_to_error::deserialize(value)
+            .map_err(|e| ConfigError::new(e.path().to_string(), e.into_inner().to_string()))?;
         config.validate()?;
         Ok(config)
     }

@@ -153,6 +153,12 @@ impl Scheduler {
         Self::from_config(&SchedulerConfig::from_json(json)?, registry)
     }
 
+    /// Builds a scheduler from an already parsed JSON value with the built-in plugins; `null`
+    /// gives the default scheduler.
+    pub fn from_value(value: &serde_json::Value) -> Result<Self, ConfigError> {
+        Self::from_config(&SchedulerConfig::from_value(value)?, &Registry::builtin())
+    }
+
     pub fn from_config(config: &SchedulerConfig, registry: &Registry) -> Result<Self, ConfigError> {
         let index = Arc::new(PrefixIndex::new(config.prefix_index.clone()));
         let default_profiles;
