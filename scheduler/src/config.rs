@@ -121,6 +121,17 @@ impl ConfigError {
             message: message.into(),
         }
     }
+
+    /// The same error seen from an enclosing config, where this section sits under `key`
+    /// (`profiles.x` becomes `scheduler.profiles.x`).
+    pub fn nested_in(self, key: &str) -> Self {
+        let path = if self.path.is_empty() || self.path == "." {
+            key.to_owned()
+        } else {
+            format!("{key}.{}", self.path)
+        };
+        ConfigError { path, ..self }
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -176,6 +187,24 @@ impl SchedulerConfig {
         Ok(config)
     }
 
+    /// The same from an already parsed JSON value (the `scheduler` section of the filter's
+    /// config); `null` is the default configuration.
+    pub fn from_value(value: &serde_json::Value) -> Result<Self, ConfigError> {
+        if value.is_null() {
+            return Ok(SchedulerConfig::default());
+        }
+        if !value.is_object() {
+            return Err(ConfigError::new(
+                "",
+                "invalid type: the scheduler config must be a JSON object",
+            ));
+        }
+        let config: SchedulerConfig = serde_path_to_error::deserialize(value)
+            .map_err(|e| ConfigError::new(e.path().to_string(), e.into_inner().to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let p = &self.prefix_index;
         let at_least_one = |name: &str, value: usize| {
@@ -185,12 +214,18 @@ impl SchedulerConfig {
         };
         at_least_one("block_size", p.block_size)?;
         at_least_one("max_blocks", p.max_blocks)?;
-        at_least_one("capacity_per_pod", p.capacity_per_pod)?;
-        if p.capacity_per_pod >= u32::MAX as usize {
-            return Err(ConfigError::new(
-                "prefix_index.capacity_per_pod",
-                "must be below 2^32 - 1",
-            ));
+        for (name, value) in [
+            ("capacity_per_pod", p.capacity_per_pod),
+            ("max_capacity_per_pod", p.max_capacity_per_pod),
+        ] {
+            at_least_one(name, value)?;
+            // Slots are numbered with 32 bits.
+            if value >= u32::MAX as usize {
+                return Err(ConfigError::new(
+                    format!("prefix_index.{name}"),
+                    "must be below 2^32 - 1",
+                ));
+            }
         }
         if !(p.chars_per_token.is_finite() && p.chars_per_token > 0.0) {
             return Err(ConfigError::new(

@@ -153,6 +153,12 @@ impl Scheduler {
         Self::from_config(&SchedulerConfig::from_json(json)?, registry)
     }
 
+    /// Builds a scheduler from an already parsed JSON value with the built-in plugins; `null`
+    /// gives the default scheduler.
+    pub fn from_value(value: &serde_json::Value) -> Result<Self, ConfigError> {
+        Self::from_config(&SchedulerConfig::from_value(value)?, &Registry::builtin())
+    }
+
     pub fn from_config(config: &SchedulerConfig, registry: &Registry) -> Result<Self, ConfigError> {
         let index = Arc::new(PrefixIndex::new(config.prefix_index.clone()));
         let default_profiles;
@@ -228,6 +234,12 @@ impl Scheduler {
     /// Forgets a pod that left the pool: its prefix-index entries are dropped.
     pub fn forget_pod(&self, address: &str) {
         self.index.forget(address);
+    }
+
+    /// Keeps prefix-index entries only for the pods `is_member` accepts; call it when pool
+    /// membership changes (it also catches a route recorded while a pod was being forgotten).
+    pub fn retain_pods(&self, is_member: impl FnMut(&str) -> bool) {
+        self.index.retain(is_member);
     }
 
     /// Chooses a pod for `request` among `pods` without recording anything.

@@ -234,3 +234,27 @@ fn custom_plugins_can_be_registered() {
     assert_eq!(e.path, "profiles.default.scorers[0].parameters");
     assert!(e.message.contains("missing field `value`"), "{e}");
 }
+
+#[test]
+fn a_section_of_an_enclosing_config_loads_and_errors_name_the_section() {
+    let filter_config: serde_json::Value = serde_json::json!({
+        "max_body_bytes": 1000,
+        "scheduler": {"profiles": {"default": {"scorers": [{"type": "queue", "weight": -2}]}}}
+    });
+    let e = Scheduler::from_value(&filter_config["scheduler"])
+        .err()
+        .unwrap()
+        .nested_in("scheduler");
+    assert_eq!(e.path, "scheduler.profiles.default.scorers[0].weight");
+    assert!(Scheduler::from_value(&serde_json::Value::Null).is_ok());
+    assert!(Scheduler::from_value(&serde_json::json!({"headers": {"session": "x-user"}})).is_ok());
+    let e = Scheduler::from_value(&serde_json::json!({"prefix_index": {"block_size": "64"}}))
+        .err()
+        .unwrap();
+    assert_eq!(e.path, "prefix_index.block_size");
+    let e = Scheduler::from_value(&serde_json::json!([1]))
+        .err()
+        .unwrap()
+        .nested_in("scheduler");
+    assert_eq!(e.path, "scheduler");
+}

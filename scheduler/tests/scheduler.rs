@@ -377,6 +377,24 @@ fn replicas_with_the_same_config_and_history_agree() {
 }
 
 #[test]
+fn retain_pods_follows_membership() {
+    let s = Scheduler::default();
+    let pods: Vec<_> = PODS.iter().map(|a| pod(a, None)).collect();
+    for i in 0..20 {
+        schedule(&s, &body("m", &prompt(300 + i, 1000)), &pods);
+    }
+    assert_eq!(s.prefix_index().pods(), 4);
+    s.retain_pods(|address| address == PODS[0] || address == PODS[1]);
+    assert_eq!(s.prefix_index().pods(), 2);
+}
+
+#[test]
+fn scheduler_is_send_and_sync() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Scheduler>();
+}
+
+#[test]
 fn one_scheduler_serves_many_threads() {
     let s = Arc::new(Scheduler::default());
     let addresses: Vec<String> = (0..16).map(|i| format!("10.2.0.{i}:8000")).collect();

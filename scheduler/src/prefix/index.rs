@@ -26,6 +26,9 @@ pub struct PrefixConfig {
     pub max_blocks: usize,
     /// Blocks remembered per pod when the pod's KV-cache size is unknown.
     pub capacity_per_pod: usize,
+    /// Upper bound on a pod's capacity derived from its KV-cache size, so a misreporting pod
+    /// cannot make the index grow without bound.
+    pub max_capacity_per_pod: usize,
     /// Characters per token, to turn a pod's KV-cache size in tokens into blocks.
     pub chars_per_token: f64,
 }
@@ -36,6 +39,7 @@ impl Default for PrefixConfig {
             block_size: 64,
             max_blocks: 256,
             capacity_per_pod: 31_250,
+            max_capacity_per_pod: 1_000_000,
             chars_per_token: 4.0,
         }
     }
@@ -49,13 +53,14 @@ impl PrefixConfig {
         }
     }
 
-    /// Blocks the index keeps for `pod`: its KV cache in tokens converted to blocks when known,
-    /// else `capacity_per_pod`.
+    /// Blocks the index keeps for `pod`: its KV cache in tokens converted to blocks when known
+    /// (at most `max_capacity_per_pod`), else `capacity_per_pod`.
     pub fn capacity_for(&self, pod: &PodView<'_>) -> usize {
         match pod.metrics.and_then(|m| m.cache) {
             Some(cache) if cache.tokens() > 0 => {
                 let chars = cache.tokens() as f64 * self.chars_per_token;
-                ((chars / self.block_size as f64).ceil() as usize).max(1)
+                let blocks = (chars / self.block_size as f64).ceil();
+                (blocks.min(self.max_capacity_per_pod as f64) as usize).max(1)
             }
             _ => self.capacity_per_pod,
         }
@@ -77,15 +82,23 @@ pub struct IndexSnapshot(Guard<Arc<PodSets>>);
 
 impl IndexSnapshot {
     /// How many of `blocks`' leading blocks `address` holds, in a row from the first.
+    ///
+    /// A binary search, a handful of probes instead of one per block: what a pod holds of one
+    /// chain is always a leading run. A block's hash covers every block before it, so whoever
+    /// recorded block `j` recorded blocks `0..j` in the same call, touching them after `j`;
+    /// they are therefore at least as recent as `j` and the LRU evicts `j` first.
     pub fn matched_blocks(&self, address: &str, blocks: &[u64]) -> usize {
         let Some(set) = self.0.get(address) else {
             return 0;
         };
         let set = set.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        blocks
-            .iter()
-            .take_while(|&&hash| set.contains(hash))
-            .count()
+        // Most pods hold none of a given prompt: one probe settles that.
+        match blocks.first() {
+            Some(&first) if set.contains(first) => {
+                1 + blocks[1..].partition_point(|&hash| set.contains(hash))
+            }
+            _ => 0,
+        }
     }
 }
 
@@ -117,9 +130,7 @@ impl PrefixIndex {
         let set = self.pod_set(pod.address, capacity);
         let mut set = set.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         set.set_capacity(capacity);
-        for &hash in blocks.iter().rev() {
-            set.touch(hash);
-        }
+        set.touch_all(blocks.iter().rev().copied());
     }
 
     /// Drops everything recorded for `address` (the pod left the pool).
@@ -133,6 +144,22 @@ impl PrefixIndex {
             pods.remove(address);
             self.pods.store(Arc::new(pods));
         }
+    }
+
+    /// Keeps only the pods `keep` accepts: the caller's periodic reconciliation with pool
+    /// membership, which also catches a route recorded for a pod while it was being forgotten.
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        let _guard = self
+            .membership
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.pods.load();
+        if current.keys().all(|address| keep(address)) {
+            return;
+        }
+        let mut pods = PodSets::clone(&current);
+        pods.retain(|address, _| keep(address));
+        self.pods.store(Arc::new(pods));
     }
 
     /// Bytes the index uses now (all pods' sets and the pod map).
@@ -202,9 +229,58 @@ mod tests {
         index.record(&pod, &[1, 2, 3]);
         let snap = index.snapshot();
         assert_eq!(snap.matched_blocks(pod.address, &[1, 2, 3, 4]), 3);
-        assert_eq!(snap.matched_blocks(pod.address, &[1, 9, 3]), 1);
-        assert_eq!(snap.matched_blocks(pod.address, &[9, 2, 3]), 0);
+        assert_eq!(snap.matched_blocks(pod.address, &[1, 2, 9, 9, 9]), 2);
+        assert_eq!(snap.matched_blocks(pod.address, &[9, 9, 9]), 0);
+        assert_eq!(snap.matched_blocks(pod.address, &[]), 0);
         assert_eq!(snap.matched_blocks("10.0.0.2:8000", &[1, 2, 3]), 0);
+    }
+
+    #[test]
+    fn held_blocks_of_a_chain_stay_a_leading_run_under_eviction() {
+        // Many prompts sharing prefixes of varied length, through a small LRU: for every
+        // prompt seen so far, the blocks held must be exactly a leading run (what the binary
+        // search assumes), and the search must count them all.
+        let config = PrefixConfig {
+            block_size: 4,
+            capacity_per_pod: 50,
+            ..PrefixConfig::default()
+        };
+        let hasher = config.hasher();
+        let index = PrefixIndex::new(config);
+        let pod = PodView::new("p");
+        let prompts: Vec<String> = (0..200)
+            .map(|i| {
+                format!(
+                    "{}{}",
+                    "shared--".repeat(i % 7),
+                    "x".repeat(4 * (i % 5) + i)
+                )
+            })
+            .collect();
+        let mut evicted_some = false;
+        for (n, text) in prompts.iter().enumerate() {
+            index.record(&pod, &hasher.hash_text("m", text).hashes);
+            let snap = index.snapshot();
+            for earlier in &prompts[..=n] {
+                let blocks = hasher.hash_text("m", earlier).hashes;
+                let held = match snap.0.get("p") {
+                    None => 0,
+                    Some(set) => {
+                        let set = read(set);
+                        let run = blocks.iter().take_while(|&&h| set.contains(h)).count();
+                        let held = blocks.iter().filter(|&&h| set.contains(h)).count();
+                        assert_eq!(
+                            run, held,
+                            "held blocks of {earlier:?} are not a leading run"
+                        );
+                        held
+                    }
+                };
+                evicted_some |= held < blocks.len();
+                assert_eq!(snap.matched_blocks("p", &blocks), held);
+            }
+        }
+        assert!(evicted_some, "the test must exercise eviction");
     }
 
     #[test]
@@ -266,6 +342,36 @@ mod tests {
         assert_eq!(index.pods(), 1);
         assert!(index.bytes() < before);
         index.forget("unknown"); // no-op
+    }
+
+    #[test]
+    fn retain_keeps_only_current_members() {
+        let index = index(1000);
+        for address in ["a", "b", "c"] {
+            index.record(&PodView::new(address), &[1, 2]);
+        }
+        index.retain(|address| address != "b");
+        assert_eq!(index.pods(), 2);
+        assert_eq!(index.snapshot().matched_blocks("b", &[1, 2]), 0);
+        assert_eq!(index.snapshot().matched_blocks("c", &[1, 2]), 2);
+    }
+
+    #[test]
+    fn derived_capacity_is_capped() {
+        let config = PrefixConfig {
+            max_capacity_per_pod: 5000,
+            ..PrefixConfig::default()
+        };
+        let mut metrics = PodMetrics::idle();
+        metrics.cache = Some(CacheGeometry {
+            num_gpu_blocks: u64::MAX,
+            block_size: 16,
+        });
+        let pod = PodView {
+            metrics: Some(&metrics),
+            ..PodView::new("p")
+        };
+        assert_eq!(config.capacity_for(&pod), 5000);
     }
 
     #[test]

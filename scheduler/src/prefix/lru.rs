@@ -90,6 +90,33 @@ impl BlockLru {
             .copied()
     }
 
+    /// Touches each of `hashes` in order, as [`BlockLru::touch`] would one by one.
+    ///
+    /// Faster for a request's worth of blocks: the hash-table probes of a batch are made first,
+    /// independently of each other, so the CPU overlaps their cache misses; the relinking that
+    /// follows finds the slots already in cache.
+    pub fn touch_all(&mut self, hashes: impl Iterator<Item = u64>) {
+        const BATCH: usize = 32;
+        let mut batch = [(0u64, NIL); BATCH];
+        let mut hashes = hashes.peekable();
+        while hashes.peek().is_some() {
+            let mut len = 0;
+            for hash in hashes.by_ref().take(BATCH) {
+                batch[len] = (hash, self.find(hash).unwrap_or(NIL));
+                len += 1;
+            }
+            for &(hash, slot) in &batch[..len] {
+                // An insert earlier in this batch may have evicted and reused the slot found.
+                if slot != NIL && self.slots[slot as usize].hash == hash {
+                    self.unlink(slot);
+                    self.link_newest(slot);
+                } else {
+                    self.touch(hash);
+                }
+            }
+        }
+    }
+
     /// Marks `hash` most recently used, inserting it (and evicting the least recently used
     /// hash when full) if absent.
     pub fn touch(&mut self, hash: u64) {
@@ -252,5 +279,29 @@ mod tests {
         }
         let per_entry = lru.bytes() as f64 / lru.len() as f64;
         assert!(per_entry < 30.0, "{per_entry} bytes per entry");
+    }
+
+    #[test]
+    fn touching_a_batch_equals_touching_one_by_one() {
+        // Batches that evict blocks found earlier in the same batch, and repeat hashes.
+        let mut state = 1u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 40) % 300
+        };
+        let (mut one, mut all) = (BlockLru::new(100), BlockLru::new(100));
+        for _ in 0..200 {
+            let batch: Vec<u64> = (0..70).map(|_| next()).collect();
+            for &h in &batch {
+                one.touch(h);
+            }
+            all.touch_all(batch.iter().copied());
+            assert_eq!(
+                one.iter_recent().collect::<Vec<_>>(),
+                all.iter_recent().collect::<Vec<_>>()
+            );
+        }
     }
 }

@@ -1,7 +1,11 @@
 //! The request model: what the scheduler needs from an OpenAI-style request body.
 //!
-//! Parsing borrows from the body wherever the JSON string has no escapes, so a 10 KB prompt is
-//! not copied on the hot path.
+//! Parsing ([`parse`]) reads the body once and borrows from it wherever a JSON string has no
+//! escapes, so a 10 KB prompt is not copied on the hot path.
+
+mod parse;
+
+pub use parse::parse;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -62,12 +66,9 @@ pub struct Message<'a> {
 }
 
 /// Chat message content: a string, or a list of typed parts (text, images, ...).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum Content<'a> {
-    #[serde(borrow)]
     Text(Cow<'a, str>),
-    #[serde(borrow)]
     Parts(Vec<ContentPart<'a>>),
 }
 
@@ -111,69 +112,6 @@ impl fmt::Display for RequestError {
 }
 
 impl std::error::Error for RequestError {}
-
-/// The body as serde sees it; unknown fields are ignored, as model servers do.
-#[derive(Deserialize)]
-struct Body<'a> {
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    prompt: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
-    messages: Option<&'a serde_json::value::RawValue>,
-    #[serde(default)]
-    stream: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum PromptShape<'a> {
-    #[serde(borrow)]
-    One(Cow<'a, str>),
-    #[serde(borrow)]
-    Many(Vec<Cow<'a, str>>),
-    Tokens(Vec<u32>),
-    TokenBatch(Vec<Vec<u32>>),
-}
-
-/// Parses a request body sent to an endpoint of `kind`.
-pub fn parse(body: &[u8], kind: ApiKind) -> Result<InferenceRequest<'_>, RequestError> {
-    // Syntax errors and wrong shapes (a top-level array, a number for `model`) alike.
-    let parsed: Body<'_> =
-        serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
-    let input = match (kind, parsed.prompt, parsed.messages) {
-        (ApiKind::Completions | ApiKind::Any, Some(raw), _) => parse_prompt(raw)?,
-        (ApiKind::Chat | ApiKind::Any, _, Some(raw)) => parse_messages(raw)?,
-        _ => return Err(RequestError::MissingPrompt(kind)),
-    };
-    Ok(InferenceRequest {
-        model: parsed.model.unwrap_or_default(),
-        input,
-        stream: parsed.stream.unwrap_or(false),
-    })
-}
-
-fn parse_prompt(raw: &serde_json::value::RawValue) -> Result<Input<'_>, RequestError> {
-    let invalid = RequestError::InvalidField {
-        field: "prompt",
-        expected: "a string, an array of strings, or token ids",
-    };
-    match serde_json::from_str::<PromptShape<'_>>(raw.get()).map_err(|_| invalid)? {
-        PromptShape::One(text) => Ok(Input::Prompt(vec![text])),
-        PromptShape::Many(texts) => Ok(Input::Prompt(texts)),
-        PromptShape::Tokens(ids) => Ok(Input::Tokens(vec![ids])),
-        PromptShape::TokenBatch(batches) => Ok(Input::Tokens(batches)),
-    }
-}
-
-fn parse_messages(raw: &serde_json::value::RawValue) -> Result<Input<'_>, RequestError> {
-    serde_json::from_str::<Vec<Message<'_>>>(raw.get())
-        .map(Input::Messages)
-        .map_err(|_| RequestError::InvalidField {
-            field: "messages",
-            expected: "an array of {role, content} objects",
-        })
-}
 
 impl InferenceRequest<'_> {
     /// Feeds the text the model server will see first, for prefix affinity, to `sink` piece by
@@ -339,5 +277,93 @@ mod tests {
         assert_eq!(ApiKind::for_path("/v1/completions"), ApiKind::Completions);
         assert_eq!(ApiKind::for_path("/v1/chat/completions"), ApiKind::Chat);
         assert_eq!(ApiKind::for_path("/generate"), ApiKind::Any);
+    }
+
+    #[test]
+    fn fields_the_endpoint_does_not_use_are_not_checked() {
+        let req = parse(
+            br#"{"prompt":{"odd":1},"messages":[{"role":"user","content":"hi"}]}"#,
+            ApiKind::Chat,
+        )
+        .unwrap();
+        assert_eq!(req.prompt_text(), "user: hi\n");
+        let req = parse(br#"{"prompt":"p","messages":7}"#, ApiKind::Completions).unwrap();
+        assert_eq!(req.prompt_text(), "p");
+    }
+
+    #[test]
+    fn null_fields_count_as_absent() {
+        let req = parse(
+            br#"{"model":null,"prompt":"x","stream":null}"#,
+            ApiKind::Completions,
+        )
+        .unwrap();
+        assert_eq!(req.model, "");
+        assert!(!req.stream);
+        let err = parse(br#"{"prompt":null}"#, ApiKind::Completions).unwrap_err();
+        assert_eq!(err, RequestError::MissingPrompt(ApiKind::Completions));
+    }
+
+    #[test]
+    fn bad_prompt_arrays_are_field_errors() {
+        for body in [
+            &br#"{"prompt":["a",1]}"#[..],
+            br#"{"prompt":[-1]}"#,
+            br#"{"prompt":[4294967296]}"#,
+            br#"{"prompt":[[1],"a"]}"#,
+            br#"{"prompt":[1.5]}"#,
+        ] {
+            let err = parse(body, ApiKind::Completions).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    RequestError::InvalidField {
+                        field: "prompt",
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+        }
+        let err = parse(
+            br#"{"messages":[{"role":"user","content":5}]}"#,
+            ApiKind::Chat,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RequestError::InvalidField {
+                    field: "messages",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_body_cut_inside_the_prompt_is_invalid_json() {
+        let err = parse(br#"{"model":"m","prompt":"hello wor"#, ApiKind::Completions).unwrap_err();
+        assert!(matches!(err, RequestError::InvalidJson(_)), "{err:?}");
+        let err = parse(br#"{"prompt":"a"} {"#, ApiKind::Completions).unwrap_err();
+        assert!(matches!(err, RequestError::InvalidJson(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_repeated_key_takes_its_last_value() {
+        let req = parse(
+            br#"{"model":"a","prompt":"x","model":"b"}"#,
+            ApiKind::Completions,
+        )
+        .unwrap();
+        assert_eq!(req.model, "b");
+    }
+
+    #[test]
+    fn escaped_chat_content_is_unescaped() {
+        let body = br#"{"messages":[{"role":"user","content":"line\nbreak"}]}"#;
+        let req = parse(body, ApiKind::Chat).unwrap();
+        assert_eq!(req.prompt_text(), "user: line\nbreak\n");
     }
 }
