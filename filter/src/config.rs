@@ -2,6 +2,7 @@
 //! envoy.yaml, as JSON. Every key is optional; unknown keys are rejected so a typo fails the
 //! config load instead of being silently ignored.
 
+use pods::ScrapeConfig;
 use serde::Deserialize;
 
 /// Default cap on a buffered request body: large enough for 1 MB prompts many times over.
@@ -20,6 +21,11 @@ pub struct FilterConfig {
     pub max_body_bytes: u64,
     /// Whether the response carries `x-gateway-destination-endpoint` too.
     pub response_header: bool,
+    /// The scheduler: profiles, plugins, weights, prefix index (see scheduler/README.md).
+    /// Absent or `null`: queue 1, KV-cache 1, prefix 1.
+    pub scheduler: serde_json::Value,
+    /// How pod metrics are scraped.
+    pub pod_metrics: ScrapeConfig,
 }
 
 impl Default for FilterConfig {
@@ -28,6 +34,8 @@ impl Default for FilterConfig {
             inference_paths: vec!["/v1/completions".into(), "/v1/chat/completions".into()],
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             response_header: true,
+            scheduler: serde_json::Value::Null,
+            pod_metrics: ScrapeConfig::default(),
         }
     }
 }
@@ -41,14 +49,7 @@ impl FilterConfig {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         let config: FilterConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            if path == "." {
-                format!("inference-scheduler filter config: {}", e.inner())
-            } else {
-                format!(
-                    "inference-scheduler filter config: field `{path}`: {}",
-                    e.inner()
-                )
-            }
+            field_error(if path == "." { "" } else { &path }, &e.inner().to_string())
         })?;
         config.validate()?;
         Ok(config)
@@ -56,22 +57,32 @@ impl FilterConfig {
 
     fn validate(&self) -> Result<(), String> {
         if self.max_body_bytes == 0 {
-            return Err(
-                "inference-scheduler filter config: field `max_body_bytes` must be > 0".into(),
-            );
+            return Err(field_error("max_body_bytes", "must be > 0"));
         }
         if let Some(bad) = self.inference_paths.iter().find(|p| !p.starts_with('/')) {
-            return Err(format!(
-                "inference-scheduler filter config: field `inference_paths`: {bad:?} must start with '/'"
+            return Err(field_error(
+                "inference_paths",
+                &format!("{bad:?} must start with '/'"),
             ));
         }
-        Ok(())
+        self.pod_metrics
+            .validate()
+            .map_err(|(field, message)| field_error(&format!("pod_metrics.{field}"), &message))
     }
 
     /// Whether `path` (possibly with a query string) is one of the inference paths.
     pub fn is_inference_path(&self, path: &str) -> bool {
         let path = path.split_once('?').map_or(path, |(p, _)| p);
         self.inference_paths.iter().any(|p| p == path)
+    }
+}
+
+/// A config error naming the field (a dotted path), as Envoy's log will show it.
+pub fn field_error(path: &str, message: &str) -> String {
+    if path.is_empty() {
+        format!("inference-scheduler filter config: {message}")
+    } else {
+        format!("inference-scheduler filter config: field `{path}`: {message}")
     }
 }
 
@@ -112,6 +123,10 @@ mod tests {
         assert!(e.contains("`inference_paths`"), "{e}");
         let e = FilterConfig::from_json(br#"{"max_body_bytes":0}"#).unwrap_err();
         assert!(e.contains("`max_body_bytes`"), "{e}");
+        let e = FilterConfig::from_json(br#"{"pod_metrics":{"preset":"tgi"}}"#).unwrap_err();
+        assert!(e.contains("`pod_metrics.preset`"), "{e}");
+        let e = FilterConfig::from_json(br#"{"pod_metrics":{"interval_ms":"fast"}}"#).unwrap_err();
+        assert!(e.contains("`pod_metrics.interval_ms`"), "{e}");
         let e = FilterConfig::from_json(b"{").unwrap_err();
         assert!(e.starts_with("inference-scheduler filter config"), "{e}");
     }

@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use scheduler::request::{self, ApiKind};
 
+use pods::InFlight;
+
 use crate::config::DESTINATION_HEADER;
+use crate::decide::{decide, record_served_by, Choice, Rejection, Steering};
 use crate::envoy::{BodyStatus, EnvoyHttpFilter, HeadersStatus};
 use crate::error_body::error_json;
 use crate::module_config::ModuleConfig;
 use crate::pool;
-
-/// Bytes of prompt text the placeholder policy hashes: equal prefixes stick to one pod.
-const AFFINITY_PREFIX_BYTES: usize = 256;
 
 /// Headroom above `max_body_bytes` for Envoy's own buffer limit, so that we, not Envoy, see the
 /// body cross our limit and answer with a JSON 413 (a single read never adds more than this).
@@ -37,6 +37,10 @@ pub struct InferenceFilter {
     config: Arc<ModuleConfig>,
     phase: Phase,
     body: Vec<u8>,
+    choice: Option<Choice>,
+    /// Counts this request against the pod serving it until the stream ends, however it ends:
+    /// dropped with the filter.
+    in_flight: Option<InFlight>,
 }
 
 impl InferenceFilter {
@@ -45,6 +49,8 @@ impl InferenceFilter {
             config,
             phase: Phase::PassThrough,
             body: Vec::new(),
+            choice: None,
+            in_flight: None,
         }
     }
 
@@ -132,12 +138,22 @@ impl InferenceFilter {
     }
 
     pub fn on_response_headers(&mut self, envoy: &mut impl EnvoyHttpFilter) -> HeadersStatus {
-        if let Phase::Routed(chosen) = &self.phase {
-            if self.config.filter.response_header {
-                // After a retry the serving pod differs from our first choice: report the truth.
-                let actual = envoy.upstream_address();
-                envoy.set_response_header(DESTINATION_HEADER, actual.as_deref().unwrap_or(chosen));
+        let Phase::Routed(chosen) = &self.phase else {
+            return HeadersStatus::Continue;
+        };
+        let actual = envoy.upstream_address();
+        if let Some(actual) = actual.as_deref().filter(|a| a != chosen) {
+            // A retry moved the request: count it, and remember its prefix, where it really is.
+            if let Some(pod) = self.config.pods.get(actual) {
+                self.in_flight = Some(pod.begin_request());
+                if let Some(choice) = &self.choice {
+                    record_served_by(&self.config, choice, &pod);
+                }
             }
+        }
+        if self.config.filter.response_header {
+            let served_by = actual.as_deref().unwrap_or(chosen).to_owned();
+            envoy.set_response_header(DESTINATION_HEADER, &served_by);
         }
         HeadersStatus::Continue
     }
@@ -147,30 +163,52 @@ impl InferenceFilter {
         self.body.clear();
         envoy.read_request_body(&mut self.body);
         let body = std::mem::take(&mut self.body);
-        let chosen = match request::parse(&body, kind) {
-            Err(e) => {
-                self.reply(envoy, 400, &e.to_string());
-                return false;
-            }
-            Ok(req) => {
-                let prompt = req.prompt_text();
-                let key = &prompt.as_bytes()[..prompt.len().min(AFFINITY_PREFIX_BYTES)];
-                envoy
-                    .cluster_name()
-                    .and_then(|cluster| pick_member(&cluster, key))
-            }
-        };
+        let outcome = self.choose(envoy, &body, kind);
         self.body = body;
-        match chosen {
-            Some(endpoint) => {
+        match outcome {
+            Err((status, message)) => {
+                self.reply(envoy, status, &message);
+                false
+            }
+            Ok(Some(choice)) => {
+                let endpoint = choice.pod.address().to_owned();
                 envoy.set_request_header(DESTINATION_HEADER, &endpoint);
+                self.in_flight = Some(choice.pod.begin_request());
+                self.choice = Some(choice);
                 self.phase = Phase::Routed(endpoint);
+                true
             }
             // No pool published for this route (its cluster does not use our policy) or no
-            // routable member: let Envoy's own load balancing decide.
-            None => self.phase = Phase::PassThrough,
+            // member yet: let Envoy's own load balancing decide.
+            Ok(None) => {
+                self.phase = Phase::PassThrough;
+                true
+            }
         }
-        true
+    }
+
+    fn choose(
+        &self,
+        envoy: &impl EnvoyHttpFilter,
+        body: &[u8],
+        kind: ApiKind,
+    ) -> Result<Option<Choice>, Rejection> {
+        let request = request::parse(body, kind).map_err(|e| (400, e.to_string()))?;
+        let Some(pool) = envoy.cluster_name().and_then(|c| pool::members(&c)) else {
+            return Ok(None);
+        };
+        let names = self.config.scheduler.headers();
+        let header = |name: &str| {
+            envoy
+                .request_header(name)
+                .and_then(|v| std::str::from_utf8(v).ok())
+        };
+        let steering = Steering {
+            criticality: header(&names.criticality),
+            session: header(&names.session),
+            profile: header(&names.profile),
+        };
+        decide(&self.config, &pool, &request, &steering)
     }
 
     fn reply_too_large(&mut self, envoy: &mut impl EnvoyHttpFilter) {
@@ -191,12 +229,4 @@ impl InferenceFilter {
             "inference_scheduler_rejected",
         );
     }
-}
-
-/// The placeholder policy: rendezvous hashing of the prompt prefix over the routable members.
-fn pick_member(cluster: &str, key: &[u8]) -> Option<String> {
-    let snapshot = pool::members(cluster)?;
-    let routable: Vec<&str> = snapshot.routable().map(|m| m.address.as_str()).collect();
-    let index = scheduler::rendezvous::pick(key, routable.iter().copied())?;
-    Some(routable[index].to_owned())
 }

@@ -9,6 +9,7 @@
 #[cfg(not(test))]
 mod abi;
 pub mod config;
+mod decide;
 pub mod envoy;
 mod error_body;
 mod guarded_stream;

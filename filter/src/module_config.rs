@@ -1,16 +1,51 @@
-//! Everything built once per filter config and shared by all streams on all worker threads.
+//! Everything built once per filter config and shared by all streams on all worker threads:
+//! the settings, the scheduler (with its prefix index), and the scraper thread.
 
-use crate::config::FilterConfig;
+use std::sync::Arc;
+
+use pods::{PodRegistry, Scraper};
+use scheduler::Scheduler;
+
+use crate::config::{field_error, FilterConfig};
+use crate::pool;
 
 pub struct ModuleConfig {
     pub filter: FilterConfig,
+    pub scheduler: Arc<Scheduler>,
+    /// Pod state shared by every config and the load-balancing policy.
+    pub pods: Arc<PodRegistry>,
+    /// Started by `start_scraper`; stopped (and joined) when the config is dropped.
+    scraper: Option<Scraper>,
 }
 
 impl ModuleConfig {
     /// Builds the module state from the filter's JSON config; errors name the offending field.
+    /// Starts no thread (see `start_scraper`).
     pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let filter = FilterConfig::from_json(bytes)?;
+        let scheduler = Scheduler::from_value(&filter.scheduler).map_err(|e| {
+            let path = if e.path.is_empty() || e.path == "." {
+                "scheduler".to_owned()
+            } else {
+                format!("scheduler.{}", e.path)
+            };
+            field_error(&path, &e.message)
+        })?;
+        let scheduler = Arc::new(scheduler);
+        pool::register_scheduler(&scheduler);
         Ok(ModuleConfig {
-            filter: FilterConfig::from_json(bytes)?,
+            filter,
+            scheduler,
+            pods: Arc::clone(pool::pods()),
+            scraper: None,
         })
+    }
+
+    /// Starts scraping the pool's pods; called once when Envoy loads this config.
+    pub fn start_scraper(&mut self) -> Result<(), String> {
+        let scraper = Scraper::start(Arc::clone(&self.pods), &self.filter.pod_metrics)
+            .map_err(|e| field_error("pod_metrics", &e))?;
+        self.scraper = Some(scraper);
+        Ok(())
     }
 }

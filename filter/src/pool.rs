@@ -4,11 +4,16 @@
 //! Each LB instance (one on the main thread, one per worker) publishes the members of its cluster
 //! when Envoy tells it membership or health changed. The filter reads the latest snapshot without
 //! taking a lock: snapshots are immutable and swapped atomically.
+//!
+//! Publishing also keeps the pod registry (metrics, in-flight counts; what the scraper scrapes)
+//! equal to the union of all pools, and makes every live scheduler forget pods that left.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use arc_swap::ArcSwap;
+use pods::PodRegistry;
+use scheduler::Scheduler;
 
 /// Health of a member as Envoy reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +49,24 @@ type Registry = HashMap<String, Arc<PoolSnapshot>>;
 
 static POOLS: LazyLock<ArcSwap<Registry>> = LazyLock::new(|| ArcSwap::from_pointee(HashMap::new()));
 
+static PODS: LazyLock<Arc<PodRegistry>> = LazyLock::new(|| Arc::new(PodRegistry::new()));
+
+/// Schedulers of the live filter configs, told when pods leave. Touched only on config loads
+/// and membership changes, never per request.
+static SCHEDULERS: Mutex<Vec<Weak<Scheduler>>> = Mutex::new(Vec::new());
+
+/// The registry of every pool's pods.
+pub fn pods() -> &'static Arc<PodRegistry> {
+    &PODS
+}
+
+/// Registers a scheduler to be told when pods leave the pools.
+pub fn register_scheduler(scheduler: &Arc<Scheduler>) {
+    let mut schedulers = SCHEDULERS.lock().unwrap_or_else(|e| e.into_inner());
+    schedulers.retain(|s| s.strong_count() > 0);
+    schedulers.push(Arc::downgrade(scheduler));
+}
+
 /// Publishes `snapshot` as the current members of `cluster`. Cheap when nothing changed, which is
 /// the common case: every LB instance of a cluster publishes the same update.
 pub fn publish(cluster: &str, snapshot: PoolSnapshot) {
@@ -60,6 +83,20 @@ pub fn publish(cluster: &str, snapshot: PoolSnapshot) {
         next.insert(cluster.to_owned(), Arc::clone(&snapshot));
         next
     });
+    let pools = POOLS.load();
+    let removed = PODS.sync(
+        pools
+            .values()
+            .flat_map(|p| p.members.iter().map(|m| m.address.as_str())),
+    );
+    if !removed.is_empty() {
+        let schedulers = SCHEDULERS.lock().unwrap_or_else(|e| e.into_inner());
+        for scheduler in schedulers.iter().filter_map(Weak::upgrade) {
+            removed
+                .iter()
+                .for_each(|address| scheduler.forget_pod(address));
+        }
+    }
 }
 
 /// The latest members of `cluster`, if an instance of our LB policy serves it.

@@ -108,7 +108,7 @@ fn run(f: &mut InferenceFilter, s: &mut FakeStream, body: &str) -> BodyStatus {
 
 #[test]
 fn an_inference_request_is_routed_to_a_routable_member() {
-    pool::publish("t-route", healthy(&["10.0.0.1:80", "10.0.0.2:80"]));
+    pool::publish("t-route", healthy(&["127.0.0.1:80", "127.0.0.2:80"]));
     let mut f = filter("");
     let mut s = FakeStream::post("/v1/completions", "t-route");
     assert_eq!(
@@ -116,14 +116,14 @@ fn an_inference_request_is_routed_to_a_routable_member() {
         BodyStatus::Continue
     );
     let dest = String::from_utf8(s.request_headers[DESTINATION_HEADER].clone()).unwrap();
-    assert!(dest == "10.0.0.1:80" || dest == "10.0.0.2:80");
+    assert!(dest == "127.0.0.1:80" || dest == "127.0.0.2:80");
     assert_eq!(f.routed_to(), Some(dest.as_str()));
     assert!(s.buffer_limit.unwrap() > crate::config::DEFAULT_MAX_BODY_BYTES);
 
     // The response names the host that actually served (here: a retry went elsewhere).
-    s.upstream = Some("10.0.0.9:80".into());
+    s.upstream = Some("127.0.0.9:80".into());
     f.on_response_headers(&mut s);
-    assert_eq!(s.response_headers[DESTINATION_HEADER], "10.0.0.9:80");
+    assert_eq!(s.response_headers[DESTINATION_HEADER], "127.0.0.9:80");
 }
 
 #[test]
@@ -133,11 +133,11 @@ fn unhealthy_members_are_never_chosen() {
         PoolSnapshot {
             members: vec![
                 Member {
-                    address: "10.0.0.1:80".into(),
+                    address: "127.0.0.1:80".into(),
                     health: Health::Unhealthy,
                 },
                 Member {
-                    address: "10.0.0.2:80".into(),
+                    address: "127.0.0.2:80".into(),
                     health: Health::Healthy,
                 },
             ],
@@ -147,13 +147,13 @@ fn unhealthy_members_are_never_chosen() {
         let mut f = filter("");
         let mut s = FakeStream::post("/v1/completions", "t-health");
         run(&mut f, &mut s, &format!(r#"{{"prompt":"p{i}"}}"#));
-        assert_eq!(f.routed_to(), Some("10.0.0.2:80"));
+        assert_eq!(f.routed_to(), Some("127.0.0.2:80"));
     }
 }
 
 #[test]
 fn the_response_header_can_be_turned_off() {
-    pool::publish("t-off", healthy(&["10.0.0.1:80"]));
+    pool::publish("t-off", healthy(&["127.0.0.1:80"]));
     let mut f = filter(r#"{"response_header": false}"#);
     let mut s = FakeStream::post("/v1/completions", "t-off");
     run(&mut f, &mut s, r#"{"prompt":"hi"}"#);
@@ -246,7 +246,7 @@ fn oversize_is_413_by_declared_length_or_while_buffering() {
 
 #[test]
 fn a_body_ended_by_trailers_is_routed_at_the_trailers() {
-    pool::publish("t-trailers", healthy(&["10.0.0.1:80"]));
+    pool::publish("t-trailers", healthy(&["127.0.0.1:80"]));
     let mut f = filter("");
     let mut s = FakeStream::post("/v1/completions", "t-trailers");
     f.on_request_headers(&mut s, false);
@@ -256,7 +256,7 @@ fn a_body_ended_by_trailers_is_routed_at_the_trailers() {
         BodyStatus::StopIterationAndBuffer
     );
     assert_eq!(f.on_request_trailers(&mut s), HeadersStatus::Continue);
-    assert_eq!(f.routed_to(), Some("10.0.0.1:80"));
+    assert_eq!(f.routed_to(), Some("127.0.0.1:80"));
 }
 
 // ---- load-balancing policy ----

@@ -202,7 +202,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                 String::from_utf8_lossy(name)
             ));
         }
-        ModuleConfig::from_json(config)
+        let mut config = ModuleConfig::from_json(config)?;
+        config.start_scraper()?;
+        Ok(config)
     });
     match built {
         Ok(Ok(config)) => {
