@@ -156,10 +156,10 @@ fn main() {
             let bodies = bodies(16, 4, system, size - system);
             warm(&scheduler, &pods, 0, &bodies);
             let budget = if quick { 200_000_000 } else { 1_000_000_000 };
-            let count = (budget / size.max(50_000)).clamp(200, 20_000);
-            row.push(Percentiles::of(time_decisions(
-                &scheduler, &addresses, &bodies, count, 0,
-            )));
+            let count = (budget / size.max(50_000)).clamp(200 * ROUNDS, 20_000);
+            row.push(in_rounds(|round| {
+                time_decisions(&scheduler, &addresses, &bodies, count / ROUNDS, round * 13)
+            }));
         }
         table.push((n, row));
     }

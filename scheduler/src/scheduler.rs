@@ -343,7 +343,8 @@ impl Scheduler {
     }
 }
 
-/// Runs the scorers, combines their scores and lets the picker choose. Returns the chosen
+/// Runs the scorers, combines their scores and lets the picker choose. A score that is not a
+/// finite number (a faulty custom scorer) counts as an abstention. Returns the chosen
 /// position in `candidates`, its total and its per-scorer scores.
 fn score_and_pick(
     profile: &Profile,
@@ -359,7 +360,7 @@ fn score_and_pick(
         .map(|c| {
             let (mut sum, mut weights) = (0.0, 0.0);
             for ((_, weight), scores) in profile.scorers.iter().zip(matrix.chunks(n)) {
-                if let Some(score) = scores[c] {
+                if let Some(score) = scores[c].filter(|s| s.is_finite()) {
                     sum += weight * score.clamp(0.0, 1.0);
                     weights += weight;
                 }

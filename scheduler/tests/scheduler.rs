@@ -146,6 +146,51 @@ fn stale_metrics_are_not_trusted() {
 }
 
 #[test]
+fn when_every_pod_is_stale_the_scorers_without_metrics_decide() {
+    let s = Scheduler::default();
+    let (idle, busy) = (
+        aged(metrics(0, 0.0), Duration::from_secs(10)),
+        aged(metrics(50, 0.9), Duration::from_secs(10)),
+    );
+    let mut pods = [pod(PODS[0], Some(&idle)), pod(PODS[1], Some(&busy))];
+    // Stale data says pod 0 is idle; what we know now says it has 9 requests in flight.
+    pods[0].in_flight = 9;
+    let d = schedule(&s, &body("m", &prompt(12, 300)), &pods);
+    assert_eq!(d.candidates, 2);
+    assert_eq!(d.pod, 1);
+    let kv = d.scores.iter().find(|x| x.scorer == "kv-cache").unwrap();
+    assert_eq!(kv.score, None, "stale KV usage must not be used");
+}
+
+#[test]
+fn a_faulty_scorer_cannot_poison_the_totals() {
+    use scheduler::framework::{Candidate, Cycle, Scorer};
+    struct Broken;
+    impl Scorer for Broken {
+        fn name(&self) -> &'static str {
+            "broken"
+        }
+        fn score(&self, _: &mut Cycle<'_>, _: &[Candidate<'_>], scores: &mut [Option<f64>]) {
+            scores.fill(Some(f64::NAN));
+        }
+    }
+    let mut registry = scheduler::Registry::builtin();
+    registry.register_scorer("broken", |_| Ok(Box::new(Broken)));
+    let s = Scheduler::from_json_with(
+        r#"{"profiles": {"default": {"scorers": [{"type": "broken"}, {"type": "in-flight"}]}}}"#,
+        &registry,
+    )
+    .unwrap();
+    let mut pods: Vec<_> = PODS.iter().map(|a| pod(a, None)).collect();
+    for (i, p) in pods.iter_mut().enumerate() {
+        p.in_flight = [4, 4, 0, 4][i];
+    }
+    let d = schedule(&s, &body("m", "hello"), &pods);
+    assert_eq!(d.pod, 2);
+    assert!(d.total.is_finite());
+}
+
+#[test]
 fn lora_requests_go_to_pods_serving_the_adapter() {
     let s = Scheduler::default();
     let with = PodMetrics {

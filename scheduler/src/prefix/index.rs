@@ -53,17 +53,15 @@ impl PrefixConfig {
         }
     }
 
-    /// Blocks the index keeps for `pod`: its KV cache in tokens converted to blocks when known
-    /// (at most `max_capacity_per_pod`), else `capacity_per_pod`.
-    pub fn capacity_for(&self, pod: &PodView<'_>) -> usize {
-        match pod.metrics.and_then(|m| m.cache) {
-            Some(cache) if cache.tokens() > 0 => {
-                let chars = cache.tokens() as f64 * self.chars_per_token;
-                let blocks = (chars / self.block_size as f64).ceil();
-                (blocks.min(self.max_capacity_per_pod as f64) as usize).max(1)
-            }
-            _ => self.capacity_per_pod,
-        }
+    /// Blocks the index should keep for `pod` according to its KV-cache size, when known: its
+    /// cache in tokens converted to blocks, at most `max_capacity_per_pod`.
+    pub fn derived_capacity(&self, pod: &PodView<'_>) -> Option<usize> {
+        let cache = pod.metrics?.cache?;
+        (cache.tokens() > 0).then(|| {
+            let chars = cache.tokens() as f64 * self.chars_per_token;
+            let blocks = (chars / self.block_size as f64).ceil();
+            (blocks.min(self.max_capacity_per_pod as f64) as usize).max(1)
+        })
     }
 }
 
@@ -126,10 +124,14 @@ impl PrefixIndex {
         if blocks.is_empty() {
             return;
         }
-        let capacity = self.config.capacity_for(pod);
-        let set = self.pod_set(pod.address, capacity);
+        let derived = self.config.derived_capacity(pod);
+        let set = self.pod_set(pod.address, derived.unwrap_or(self.config.capacity_per_pod));
         let mut set = set.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        set.set_capacity(capacity);
+        // A pod whose metrics are momentarily missing keeps the capacity it had: resizing
+        // back and forth would rebuild its set under the lock.
+        if let Some(capacity) = derived {
+            set.set_capacity(capacity);
+        }
         set.touch_all(blocks.iter().rev().copied());
     }
 
@@ -309,8 +311,8 @@ mod tests {
             ..PodView::new("p")
         };
         // 16,000 tokens × 4 chars / 64 chars per block.
-        assert_eq!(config.capacity_for(&pod), 1000);
-        assert_eq!(config.capacity_for(&PodView::new("p")), 31_250);
+        assert_eq!(config.derived_capacity(&pod), Some(1000));
+        assert_eq!(config.derived_capacity(&PodView::new("p")), None);
 
         let index = PrefixIndex::new(PrefixConfig {
             block_size: 4,
@@ -327,6 +329,12 @@ mod tests {
         };
         index.record(&pod, &[1, 2, 3, 4, 5]);
         assert_eq!(index.blocks(), 2);
+        // Metrics gone for a moment: the pod keeps its derived capacity.
+        index.record(&PodView::new("p"), &[6, 7, 8, 9]);
+        assert_eq!(index.blocks(), 2);
+        // A pod never sized by metrics gets the default.
+        index.record(&PodView::new("q"), &[1, 2, 3, 4, 5]);
+        assert_eq!(index.blocks(), 2 + 5);
     }
 
     #[test]
@@ -371,7 +379,7 @@ mod tests {
             metrics: Some(&metrics),
             ..PodView::new("p")
         };
-        assert_eq!(config.capacity_for(&pod), 5000);
+        assert_eq!(config.derived_capacity(&pod), Some(5000));
     }
 
     #[test]
