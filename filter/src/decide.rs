@@ -46,7 +46,13 @@ pub fn decide(
     let states: Vec<(Arc<PodState>, bool)> = pool
         .members
         .iter()
-        .filter_map(|m| Some((config.pods.get(&m.address)?, m.health != Health::Unhealthy)))
+        .filter_map(|m| {
+            let state = config.pods.get(&m.address)?;
+            // Envoy's health checks, and our own scrapes: a pod whose /metrics keeps refusing
+            // or timing out is most likely down too.
+            let healthy = m.health != Health::Unhealthy && !config.scrapes_failing(&state);
+            Some((state, healthy))
+        })
         .collect();
     if states.is_empty() {
         return Ok(None);

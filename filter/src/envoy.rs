@@ -40,6 +40,26 @@ pub trait EnvoyHttpFilter {
     fn cluster_name(&self) -> Option<String>;
     /// `ip:port` of the upstream host that is serving the request, once one is selected.
     fn upstream_address(&self) -> Option<String>;
+    /// Adds `value` to a counter defined at config load (labels in definition order).
+    fn increment_counter(&mut self, _id: usize, _labels: &[&str], _value: u64) {}
+    /// Records `value` in a histogram defined at config load.
+    fn record_histogram(&mut self, _id: usize, _labels: &[&str], _value: u64) {}
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Envoy's stats as a filter config sees them: defined while the config loads, then updated
+/// from the main thread.
+pub trait EnvoyConfigMetrics {
+    /// Defines a metric with these label names; returns its id.
+    fn define(&mut self, name: &str, kind: MetricKind, labels: &[&str]) -> Result<usize, String>;
+    fn set_gauge(&mut self, id: usize, labels: &[&str], value: u64);
+    fn increment_counter(&mut self, id: usize, labels: &[&str], value: u64);
 }
 
 /// Envoy as one load-balancer instance sees its cluster (priority 0).

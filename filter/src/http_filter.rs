@@ -5,6 +5,7 @@
 //! untouched.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use scheduler::request::{self, ApiKind};
 
@@ -14,6 +15,7 @@ use crate::config::DESTINATION_HEADER;
 use crate::decide::{decide, record_served_by, Choice, Rejection, Steering};
 use crate::envoy::{BodyStatus, EnvoyHttpFilter, HeadersStatus};
 use crate::error_body::error_json;
+use crate::metrics;
 use crate::module_config::ModuleConfig;
 use crate::pool;
 
@@ -163,7 +165,9 @@ impl InferenceFilter {
         self.body.clear();
         envoy.read_request_body(&mut self.body);
         let body = std::mem::take(&mut self.body);
+        let started = Instant::now();
         let outcome = self.choose(envoy, &body, kind);
+        let latency_us = started.elapsed().as_micros() as u64;
         self.body = body;
         match outcome {
             Err((status, message)) => {
@@ -172,6 +176,16 @@ impl InferenceFilter {
             }
             Ok(Some(choice)) => {
                 let endpoint = choice.pod.address().to_owned();
+                let d = &choice.decision;
+                let ids = self.config.metrics.as_ref();
+                metrics::record_decision(
+                    ids,
+                    envoy,
+                    &endpoint,
+                    latency_us,
+                    d.prefix_hit_blocks,
+                    d.request_blocks,
+                );
                 envoy.set_request_header(DESTINATION_HEADER, &endpoint);
                 self.in_flight = Some(choice.pod.begin_request());
                 self.choice = Some(choice);
@@ -221,6 +235,7 @@ impl InferenceFilter {
 
     fn reply(&mut self, envoy: &mut impl EnvoyHttpFilter, status: u32, message: &str) {
         self.phase = Phase::Replied;
+        metrics::record_rejection(self.config.metrics.as_ref(), envoy, status);
         let body = error_json(status, message);
         envoy.send_response(
             status,

@@ -16,9 +16,11 @@ mod guarded_stream;
 pub mod http_filter;
 pub mod lb_policy;
 mod logging;
+pub mod metrics;
 pub mod module_config;
 mod panic_guard;
 pub mod pool;
+mod ticker;
 
 #[cfg(test)]
 mod tests;

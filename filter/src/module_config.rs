@@ -7,6 +7,7 @@ use pods::{PodRegistry, Scraper};
 use scheduler::Scheduler;
 
 use crate::config::{field_error, FilterConfig};
+use crate::metrics::MetricIds;
 use crate::pool;
 
 pub struct ModuleConfig {
@@ -14,6 +15,8 @@ pub struct ModuleConfig {
     pub scheduler: Arc<Scheduler>,
     /// Pod state shared by every config and the load-balancing policy.
     pub pods: Arc<PodRegistry>,
+    /// Ids of our metrics in Envoy's stats, once defined (absent in unit tests).
+    pub metrics: Option<MetricIds>,
     /// Started by `start_scraper`; stopped (and joined) when the config is dropped.
     scraper: Option<Scraper>,
 }
@@ -37,8 +40,20 @@ impl ModuleConfig {
             filter,
             scheduler,
             pods: Arc::clone(pool::pods()),
+            metrics: None,
             scraper: None,
         })
+    }
+
+    /// Metrics older than this count as stale.
+    pub fn stale_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.filter.pod_metrics.stale_after_ms)
+    }
+
+    /// Whether scraping `pod` failed often enough in a row to avoid it.
+    pub fn scrapes_failing(&self, pod: &pods::PodState) -> bool {
+        let limit = self.filter.pod_metrics.unhealthy_after_failures;
+        limit > 0 && pod.failed_scrapes_in_a_row() >= limit
     }
 
     /// Starts scraping the pool's pods; called once when Envoy loads this config.

@@ -53,7 +53,7 @@ impl EnvoyConfig {
             r#"                  - name: envoy.filters.http.dynamic_modules
                     typed_config:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
-                      dynamic_module_config: {{ name: inference_scheduler }}
+                      dynamic_module_config: {{ name: inference_scheduler, metrics_namespace: inference_scheduler }}
                       filter_name: inference-scheduler
                       filter_config:
                         "@type": type.googleapis.com/google.protobuf.StringValue
@@ -74,7 +74,8 @@ impl EnvoyConfig {
             false => ("", "      lb_policy: ROUND_ROBIN\n"),
         };
         format!(
-            r#"admin:
+            r#"stats_flush_interval: 1s
+admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
 static_resources:
   listeners:

@@ -16,6 +16,12 @@ pub struct ScrapeConfig {
     /// Metric names: `vllm`, `sglang`, or `custom` (then `custom_names` says which).
     pub preset: String,
     pub custom_names: Option<MetricNames>,
+    /// Metrics older than this make a pod count as stale in the module's own metrics (the
+    /// scheduler's `stale-metrics` filter has its own `max_age_ms`, 1000 by default too).
+    pub stale_after_ms: u64,
+    /// After this many failed scrapes in a row (refused, timed out, garbage) a pod is treated
+    /// as unhealthy by the scheduler until a scrape succeeds again; 0 disables this.
+    pub unhealthy_after_failures: u32,
 }
 
 impl Default for ScrapeConfig {
@@ -26,6 +32,8 @@ impl Default for ScrapeConfig {
             path: "/metrics".into(),
             preset: "vllm".into(),
             custom_names: None,
+            stale_after_ms: 1000,
+            unhealthy_after_failures: 3,
         }
     }
 }

@@ -4,12 +4,15 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use super::callbacks::*;
+use super::metrics::{labels, ConfigMetrics};
 use super::types::*;
 use crate::envoy::{BodyStatus, EnvoyHttpFilter, HeadersStatus};
 use crate::guarded_stream::GuardedStream;
 use crate::logging::{log, Level};
+use crate::metrics::{self, MetricIds, Reported};
 use crate::module_config::ModuleConfig;
 use crate::panic_guard::catch;
+use crate::ticker::Ticker;
 
 /// The filter name envoy.yaml must give (`filter_name`).
 const FILTER_NAME: &[u8] = b"inference-scheduler";
@@ -171,6 +174,34 @@ impl EnvoyHttpFilter for Handle {
     fn upstream_address(&self) -> Option<String> {
         self.string_attribute(ATTRIBUTE_UPSTREAM_ADDRESS)
     }
+
+    fn increment_counter(&mut self, id: usize, values: &[&str], value: u64) {
+        let mut l = labels(values);
+        // SAFETY: live filter pointer; labels are read during the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_increment_counter(
+                self.0,
+                id,
+                l.ptr(),
+                l.len(),
+                value,
+            )
+        };
+    }
+
+    fn record_histogram(&mut self, id: usize, values: &[&str], value: u64) {
+        let mut l = labels(values);
+        // SAFETY: as in `increment_counter`.
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_record_histogram_value(
+                self.0,
+                id,
+                l.ptr(),
+                l.len(),
+                value,
+            )
+        };
+    }
 }
 
 /// The stream Envoy holds for us behind `module`.
@@ -182,9 +213,38 @@ unsafe fn stream<'a>(module: ModulePtr) -> &'a mut GuardedStream {
     &mut *(module as *mut GuardedStream)
 }
 
+/// A scheduler pointer Envoy gave us; committing to it from another thread is what it is for.
+struct MainThreadScheduler(EnvoyPtr);
+
+// SAFETY: Envoy documents `config_scheduler_commit` as callable from any thread.
+unsafe impl Send for MainThreadScheduler {}
+
+/// What Envoy holds for one filter config.
+struct ConfigSlot {
+    config: Arc<ModuleConfig>,
+    /// Asks Envoy once a second to run `on_http_filter_config_scheduled` on its main thread.
+    ticker: Option<Ticker>,
+    main_thread: EnvoyPtr,
+    reported: Reported,
+}
+
+impl Drop for ConfigSlot {
+    fn drop(&mut self) {
+        // Stop committing before the scheduler goes away.
+        drop(self.ticker.take());
+        // SAFETY: created in config_new, deleted exactly once, after its last commit.
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_config_scheduler_delete(self.main_thread)
+        };
+    }
+}
+
+/// How often pod and index state is reported into Envoy's stats.
+const REPORT_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
-    _config_envoy: EnvoyPtr,
+    config_envoy: EnvoyPtr,
     name: EnvoyBuffer,
     config: EnvoyBuffer,
 ) -> ModulePtr {
@@ -203,13 +263,33 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             ));
         }
         let mut config = ModuleConfig::from_json(config)?;
+        config.metrics = Some(MetricIds::define(&mut ConfigMetrics(config_envoy))?);
         config.start_scraper()?;
-        Ok(config)
+        // SAFETY: the config pointer is live; the scheduler is deleted in `ConfigSlot::drop`.
+        let main_thread =
+            unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_new(config_envoy) };
+        let mut slot = ConfigSlot {
+            config: Arc::new(config),
+            ticker: None,
+            main_thread,
+            reported: Reported::default(),
+        };
+        let commit_to = MainThreadScheduler(main_thread);
+        let ticker = Ticker::start("inference-scheduler-stats", REPORT_PERIOD, move || {
+            let scheduler = &commit_to;
+            // SAFETY: the ticker is stopped before the scheduler is deleted.
+            unsafe {
+                envoy_dynamic_module_callback_http_filter_config_scheduler_commit(scheduler.0, 0)
+            };
+        })
+        .map_err(|e| format!("cannot start the stats thread: {e}"))?;
+        slot.ticker = Some(ticker);
+        Ok(slot)
     });
     match built {
-        Ok(Ok(config)) => {
+        Ok(Ok(slot)) => {
             log(Level::Info, "inference-scheduler: filter config loaded");
-            Box::into_raw(Box::new(Arc::new(config))) as ModulePtr
+            Box::into_raw(Box::new(slot)) as ModulePtr
         }
         Ok(Err(message)) => {
             log(Level::Error, &message);
@@ -222,7 +302,28 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: ModulePtr) {
     // SAFETY: `config` came from `Box::into_raw` in config_new and Envoy destroys it once.
-    drop(unsafe { Box::from_raw(config as *mut Arc<ModuleConfig>) });
+    drop(unsafe { Box::from_raw(config as *mut ConfigSlot) });
+}
+
+/// Envoy's main thread, once a second: report pod and index state into Envoy's stats.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    config_envoy: EnvoyPtr,
+    config: ModulePtr,
+    _event_id: u64,
+) {
+    // SAFETY: Envoy calls this only while the config lives.
+    let slot = unsafe { &*(config as *const ConfigSlot) };
+    let _ = catch("http_filter_config_scheduled", || {
+        if let Some(ids) = &slot.config.metrics {
+            metrics::report(
+                &slot.config,
+                ids,
+                &slot.reported,
+                &mut ConfigMetrics(config_envoy),
+            );
+        }
+    });
 }
 
 #[no_mangle]
@@ -231,8 +332,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
     _envoy: EnvoyPtr,
 ) -> ModulePtr {
     // SAFETY: `config` is alive for as long as filters made from it.
-    let config = unsafe { &*(config as *const Arc<ModuleConfig>) };
-    Box::into_raw(Box::new(GuardedStream::new(Arc::clone(config)))) as ModulePtr
+    let slot = unsafe { &*(config as *const ConfigSlot) };
+    Box::into_raw(Box::new(GuardedStream::new(Arc::clone(&slot.config)))) as ModulePtr
 }
 
 #[no_mangle]

@@ -10,6 +10,7 @@ mod callbacks;
 mod http;
 mod lb;
 mod log;
+mod metrics;
 mod program;
 mod types;
 

@@ -1,0 +1,145 @@
+//! The module's own metrics, in Envoy's stats (and so in `/stats/prometheus` on the admin port).
+//!
+//! Envoy wants every metric defined while the config loads; per-request ones are then recorded
+//! by the stream's filter, and pod and index state is reported from Envoy's main thread once a
+//! second (`report`). Names are documented in the README.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::envoy::{EnvoyConfigMetrics, EnvoyHttpFilter, MetricKind};
+use crate::module_config::ModuleConfig;
+
+/// Ids Envoy gave our metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MetricIds {
+    pub decisions: usize,
+    pub decision_latency_us: usize,
+    pub prefix_hit_blocks: usize,
+    pub request_blocks: usize,
+    pub rejected: usize,
+    pub shed: usize,
+    pub scrapes_succeeded: usize,
+    pub scrapes_failed: usize,
+    pub in_flight: usize,
+    pub pod_stale: usize,
+    pub stale_pods: usize,
+    pub pods: usize,
+    pub index_blocks: usize,
+    pub index_bytes: usize,
+}
+
+/// Each metric: name, kind, label names.
+const DEFINITIONS: &[(&str, MetricKind, &[&str])] = &[
+    ("decisions_total", MetricKind::Counter, &["pod"]),
+    ("decision_latency_us", MetricKind::Histogram, &[]),
+    ("prefix_hit_blocks_total", MetricKind::Counter, &[]),
+    ("request_blocks_total", MetricKind::Counter, &[]),
+    ("rejected_total", MetricKind::Counter, &["status"]),
+    ("shed_total", MetricKind::Counter, &[]),
+    ("scrapes_succeeded_total", MetricKind::Counter, &["pod"]),
+    ("scrapes_failed_total", MetricKind::Counter, &["pod"]),
+    ("in_flight", MetricKind::Gauge, &["pod"]),
+    ("pod_stale", MetricKind::Gauge, &["pod"]),
+    ("stale_pods", MetricKind::Gauge, &[]),
+    ("pods", MetricKind::Gauge, &[]),
+    ("prefix_index_blocks", MetricKind::Gauge, &[]),
+    ("prefix_index_bytes", MetricKind::Gauge, &[]),
+];
+
+impl MetricIds {
+    /// Defines every metric; only valid while Envoy loads the config.
+    pub fn define(envoy: &mut impl EnvoyConfigMetrics) -> Result<Self, String> {
+        let mut ids = [0usize; DEFINITIONS.len()];
+        for (slot, (name, kind, labels)) in ids.iter_mut().zip(DEFINITIONS) {
+            *slot = envoy
+                .define(name, *kind, labels)
+                .map_err(|e| format!("cannot define metric {name}: {e}"))?;
+        }
+        let [decisions, decision_latency_us, prefix_hit_blocks, request_blocks, rejected, shed, scrapes_succeeded, scrapes_failed, in_flight, pod_stale, stale_pods, pods, index_blocks, index_bytes] =
+            ids;
+        Ok(MetricIds {
+            decisions,
+            decision_latency_us,
+            prefix_hit_blocks,
+            request_blocks,
+            rejected,
+            shed,
+            scrapes_succeeded,
+            scrapes_failed,
+            in_flight,
+            pod_stale,
+            stale_pods,
+            pods,
+            index_blocks,
+            index_bytes,
+        })
+    }
+}
+
+/// Per-request metrics, recorded through the stream. Without ids (unit tests) nothing happens.
+pub fn record_decision(
+    ids: Option<&MetricIds>,
+    envoy: &mut impl EnvoyHttpFilter,
+    pod: &str,
+    latency_us: u64,
+    prefix_hit_blocks: u32,
+    request_blocks: u32,
+) {
+    let Some(ids) = ids else { return };
+    envoy.increment_counter(ids.decisions, &[pod], 1);
+    envoy.record_histogram(ids.decision_latency_us, &[], latency_us);
+    envoy.increment_counter(ids.prefix_hit_blocks, &[], u64::from(prefix_hit_blocks));
+    envoy.increment_counter(ids.request_blocks, &[], u64::from(request_blocks));
+}
+
+pub fn record_rejection(ids: Option<&MetricIds>, envoy: &mut impl EnvoyHttpFilter, status: u32) {
+    let Some(ids) = ids else { return };
+    envoy.increment_counter(ids.rejected, &[status.to_string().as_str()], 1);
+    if status == 429 {
+        envoy.increment_counter(ids.shed, &[], 1);
+    }
+}
+
+/// Per-pod scrape totals already reported, so counters grow by the difference.
+#[derive(Default)]
+pub struct Reported {
+    scrapes: std::sync::Mutex<std::collections::HashMap<Box<str>, (u64, u64)>>,
+    pub reports: AtomicU64,
+}
+
+/// Reports pod and index state; runs on Envoy's main thread once a second.
+pub fn report(
+    config: &ModuleConfig,
+    ids: &MetricIds,
+    reported: &Reported,
+    envoy: &mut impl EnvoyConfigMetrics,
+) {
+    let pods = config.pods.all();
+    let now = std::time::Instant::now();
+    let max_age = config.stale_after();
+    let mut stale = 0u64;
+    let mut last = reported.scrapes.lock().unwrap_or_else(|e| e.into_inner());
+    for (address, pod) in pods.iter() {
+        let labels = [&**address];
+        envoy.set_gauge(ids.in_flight, &labels, u64::from(pod.in_flight()));
+        let is_stale = pod.metrics().as_ref().is_none_or(|m| m.age(now) > max_age);
+        stale += u64::from(is_stale);
+        envoy.set_gauge(ids.pod_stale, &labels, u64::from(is_stale));
+        let (ok, failed) = pod.scrape_counts();
+        let (ok_before, failed_before) = last.get(address).copied().unwrap_or((0, 0));
+        envoy.increment_counter(ids.scrapes_succeeded, &labels, ok.saturating_sub(ok_before));
+        envoy.increment_counter(
+            ids.scrapes_failed,
+            &labels,
+            failed.saturating_sub(failed_before),
+        );
+        last.insert(address.clone(), (ok, failed));
+    }
+    last.retain(|address, _| pods.contains_key(address));
+    envoy.set_gauge(ids.stale_pods, &[], stale);
+    envoy.set_gauge(ids.pods, &[], pods.len() as u64);
+    let index = config.scheduler.prefix_index();
+    envoy.set_gauge(ids.index_blocks, &[], index.blocks() as u64);
+    envoy.set_gauge(ids.index_bytes, &[], index.bytes() as u64);
+    reported.reports.fetch_add(1, Ordering::Relaxed);
+}
