@@ -66,6 +66,7 @@ pub fn decide(
             healthy: *healthy,
             metrics: metrics.as_deref(),
             in_flight: state.in_flight(),
+            queued_since_scrape: state.routed_since_scrape(),
         })
         .collect();
     match config.scheduler.schedule(request, &views, &context) {
@@ -86,6 +87,7 @@ pub fn record_served_by(config: &ModuleConfig, choice: &Choice, pod: &PodState) 
         healthy: true,
         metrics: metrics.as_deref(),
         in_flight: pod.in_flight(),
+        queued_since_scrape: pod.routed_since_scrape(),
     };
     config.scheduler.record_route(&choice.decision, &view);
 }

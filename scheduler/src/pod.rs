@@ -18,6 +18,10 @@ pub struct PodView<'a> {
     pub metrics: Option<&'a PodMetrics>,
     /// Requests this gateway has routed to the pod that have not finished yet.
     pub in_flight: u32,
+    /// Requests this gateway routed to the pod since its metrics were scraped: the scrape
+    /// cannot show them yet, so the queue estimate adds them (a burst between two scrapes
+    /// must not all pick the same "least loaded" pod).
+    pub queued_since_scrape: u32,
 }
 
 impl<'a> PodView<'a> {
@@ -28,6 +32,7 @@ impl<'a> PodView<'a> {
             healthy: true,
             metrics: None,
             in_flight: 0,
+            queued_since_scrape: 0,
         }
     }
 }

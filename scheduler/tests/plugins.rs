@@ -43,6 +43,15 @@ fn queue_ties_all_score_one() {
 }
 
 #[test]
+fn queue_grows_by_what_was_routed_since_the_scrape() {
+    // Both scraped with 2 waiting; since then we sent 6 more to the first.
+    let m = metrics(2, 0.0);
+    let mut pods = [pod(PODS[0], Some(&m)), pod(PODS[1], Some(&m))];
+    pods[0].queued_since_scrape = 6;
+    assert_eq!(run(&Queue, &pods), [Some(0.0), Some(1.0)]);
+}
+
+#[test]
 fn queue_uses_in_flight_for_pods_without_metrics() {
     let mut pods = [pod(PODS[0], None), pod(PODS[1], None)];
     pods[0].in_flight = 4;

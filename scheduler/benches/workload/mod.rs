@@ -107,6 +107,7 @@ pub fn views<'a>(addresses: &'a [String], metrics: &'a [PodMetrics]) -> Vec<PodV
             healthy: true,
             metrics: Some(m),
             in_flight: (i % 3) as u32,
+            queued_since_scrape: 0,
         })
         .collect()
 }

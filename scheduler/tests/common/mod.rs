@@ -36,6 +36,7 @@ pub fn pod<'a>(address: &'a str, metrics: Option<&'a PodMetrics>) -> PodView<'a>
         healthy: true,
         metrics,
         in_flight: 0,
+        queued_since_scrape: 0,
     }
 }
 
