@@ -5,6 +5,8 @@
 use pods::ScrapeConfig;
 use serde::Deserialize;
 
+use crate::saturation::SaturationConfig;
+
 /// Default cap on a buffered request body: large enough for 1 MB prompts many times over.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -26,6 +28,8 @@ pub struct FilterConfig {
     pub scheduler: serde_json::Value,
     /// How pod metrics are scraped.
     pub pod_metrics: ScrapeConfig,
+    /// When pods count as full, and what sheddable requests are told then.
+    pub saturation: SaturationConfig,
 }
 
 impl Default for FilterConfig {
@@ -36,6 +40,7 @@ impl Default for FilterConfig {
             response_header: true,
             scheduler: serde_json::Value::Null,
             pod_metrics: ScrapeConfig::default(),
+            saturation: SaturationConfig::default(),
         }
     }
 }
@@ -65,6 +70,9 @@ impl FilterConfig {
                 &format!("{bad:?} must start with '/'"),
             ));
         }
+        self.saturation
+            .validate()
+            .map_err(|(field, message)| field_error(&format!("saturation.{field}"), &message))?;
         self.pod_metrics
             .validate()
             .map_err(|(field, message)| field_error(&format!("pod_metrics.{field}"), &message))

@@ -7,6 +7,7 @@ use scheduler::{Criticality, Decision, InferenceRequest, PodView, RequestContext
 
 use crate::module_config::ModuleConfig;
 use crate::pool::{Health, PoolSnapshot};
+use crate::saturation::least_loaded;
 
 /// The pod chosen for a request.
 pub struct Choice {
@@ -22,8 +23,24 @@ pub struct Steering<'a> {
     pub profile: Option<&'a str>,
 }
 
-/// Why the request cannot be scheduled, as an HTTP status and a message for the client.
-pub type Rejection = (u32, String);
+/// Why the request cannot be scheduled: an HTTP status, a message for the client, and for 429
+/// how many seconds to wait.
+#[derive(Debug)]
+pub struct Rejection {
+    pub status: u32,
+    pub message: String,
+    pub retry_after_s: Option<u32>,
+}
+
+impl Rejection {
+    fn bad_request(message: String) -> Self {
+        Rejection {
+            status: 400,
+            message,
+            retry_after_s: None,
+        }
+    }
+}
 
 /// Chooses among `pool`'s members. `Ok(None)` when the pool has no member the registry knows
 /// (Envoy's own balancing then decides).
@@ -35,7 +52,9 @@ pub fn decide(
 ) -> Result<Option<Choice>, Rejection> {
     let criticality = match steering.criticality {
         None => Criticality::default(),
-        Some(value) => Criticality::from_header(value).map_err(|e| (400, e.to_string()))?,
+        Some(value) => {
+            Criticality::from_header(value).map_err(|e| Rejection::bad_request(e.to_string()))?
+        }
     };
     let context = RequestContext {
         criticality,
@@ -69,13 +88,28 @@ pub fn decide(
             queued_since_scrape: state.routed_since_scrape(),
         })
         .collect();
-    match config.scheduler.schedule(request, &views, &context) {
-        Ok(decision) => Ok(Some(Choice {
-            pod: Arc::clone(&states[decision.pod].0),
-            decision,
-        })),
+    // Every pod full: shed what may be shed, send the rest to the least loaded pod.
+    let saturation = &config.filter.saturation;
+    let (views, offset) = if saturation.all_saturated(&views) {
+        if context.criticality == Criticality::Sheddable {
+            return Err(Rejection {
+                status: 429,
+                message: "every inference pod is saturated; sheddable requests are refused until there is room".into(),
+                retry_after_s: Some(saturation.retry_after_s),
+            });
+        }
+        let least = least_loaded(&views).expect("views is not empty");
+        (&views[least..=least], least)
+    } else {
+        (&views[..], 0)
+    };
+    match config.scheduler.schedule(request, views, &context) {
+        Ok(decision) => {
+            let pod = Arc::clone(&states[offset + decision.pod].0);
+            Ok(Some(Choice { pod, decision }))
+        }
         Err(ScheduleError::NoPods) => Ok(None),
-        Err(e @ ScheduleError::UnknownProfile { .. }) => Err((400, e.to_string())),
+        Err(e @ ScheduleError::UnknownProfile { .. }) => Err(Rejection::bad_request(e.to_string())),
     }
 }
 

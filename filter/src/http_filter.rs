@@ -170,8 +170,10 @@ impl InferenceFilter {
         let latency_us = started.elapsed().as_micros() as u64;
         self.body = body;
         match outcome {
-            Err((status, message)) => {
-                self.reply(envoy, status, &message);
+            Err(rejection) => {
+                let retry_after = rejection.retry_after_s.map(|s| s.to_string());
+                let extra = retry_after.as_deref().map(|v| ("retry-after", v));
+                self.reply_with(envoy, rejection.status, &rejection.message, extra);
                 false
             }
             Ok(Some(choice)) => {
@@ -207,7 +209,11 @@ impl InferenceFilter {
         body: &[u8],
         kind: ApiKind,
     ) -> Result<Option<Choice>, Rejection> {
-        let request = request::parse(body, kind).map_err(|e| (400, e.to_string()))?;
+        let request = request::parse(body, kind).map_err(|e| Rejection {
+            status: 400,
+            message: e.to_string(),
+            retry_after_s: None,
+        })?;
         let Some(pool) = envoy.cluster_name().and_then(|c| pool::members(&c)) else {
             return Ok(None);
         };
@@ -234,14 +240,24 @@ impl InferenceFilter {
     }
 
     fn reply(&mut self, envoy: &mut impl EnvoyHttpFilter, status: u32, message: &str) {
+        self.reply_with(envoy, status, message, None);
+    }
+
+    fn reply_with(
+        &mut self,
+        envoy: &mut impl EnvoyHttpFilter,
+        status: u32,
+        message: &str,
+        extra_header: Option<(&str, &str)>,
+    ) {
         self.phase = Phase::Replied;
         metrics::record_rejection(self.config.metrics.as_ref(), envoy, status);
         let body = error_json(status, message);
-        envoy.send_response(
-            status,
-            &[("content-type", "application/json")],
-            &body,
-            "inference_scheduler_rejected",
-        );
+        let content_type = ("content-type", "application/json");
+        let headers: &[(&str, &str)] = match &extra_header {
+            Some(h) => &[content_type, *h],
+            None => &[content_type],
+        };
+        envoy.send_response(status, headers, &body, "inference_scheduler_rejected");
     }
 }

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod module_config;
 mod panic_guard;
 pub mod pool;
+pub mod saturation;
 mod ticker;
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ struct FakeStream {
     body: Vec<u8>,
     buffer_limit: Option<u64>,
     reply: Option<(u32, Vec<u8>)>,
+    reply_headers: Vec<(String, String)>,
     cluster: Option<String>,
     upstream: Option<String>,
 }
@@ -66,11 +67,12 @@ impl EnvoyHttpFilter for FakeStream {
     fn send_response(
         &mut self,
         status: u32,
-        _headers: &[(&str, &str)],
+        headers: &[(&str, &str)],
         body: &[u8],
         _details: &str,
     ) {
         assert!(self.reply.is_none(), "two local replies");
+        self.reply_headers = headers.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
         self.reply = Some((status, body.to_vec()));
     }
     fn cluster_name(&self) -> Option<String> {
@@ -473,4 +475,121 @@ fn a_panic_in_the_response_phase_passes_the_response_through() {
     );
     assert_eq!(status, HeadersStatus::Continue);
     assert!(s.reply.is_none());
+}
+
+// ---- saturation ----
+
+fn full(waiting: u32, kv: f64) -> scheduler::PodMetrics {
+    let mut m = scheduler::PodMetrics::idle();
+    m.waiting = waiting;
+    m.kv_usage = kv;
+    m
+}
+
+#[test]
+fn when_every_pod_is_full_sheddable_requests_get_429_and_others_the_least_loaded_pod() {
+    let (a, b) = ("127.0.0.1:20001", "127.0.0.1:20002");
+    pool::publish("t-saturated", healthy(&[a, b]));
+    pool::pods().get(a).unwrap().publish_metrics(full(9, 0.95));
+    pool::pods().get(b).unwrap().publish_metrics(full(6, 0.90));
+
+    let mut f = filter("");
+    let mut s = FakeStream::post("/v1/completions", "t-saturated");
+    s.request_headers.insert(
+        "x-gateway-inference-criticality".into(),
+        b"sheddable".to_vec(),
+    );
+    assert_eq!(
+        run(&mut f, &mut s, r#"{"prompt":"hi"}"#),
+        BodyStatus::StopIterationNoBuffer
+    );
+    assert_eq!(s.reply.as_ref().unwrap().0, 429);
+    assert!(
+        s.reply_headers
+            .contains(&("retry-after".into(), "1".into())),
+        "{:?}",
+        s.reply_headers
+    );
+    assert!(s.reply_message().contains("saturated"));
+
+    for criticality in [None, Some("critical"), Some("standard")] {
+        let mut f = filter("");
+        let mut s = FakeStream::post("/v1/completions", "t-saturated");
+        if let Some(c) = criticality {
+            s.request_headers.insert(
+                "x-gateway-inference-criticality".into(),
+                c.as_bytes().to_vec(),
+            );
+        }
+        assert_eq!(
+            run(&mut f, &mut s, r#"{"prompt":"hi"}"#),
+            BodyStatus::Continue
+        );
+        assert_eq!(
+            f.routed_to(),
+            Some(b),
+            "{criticality:?} goes to the shorter queue"
+        );
+    }
+}
+
+#[test]
+fn sheddable_requests_are_served_while_some_pod_has_room() {
+    let (a, b) = ("127.0.0.1:20011", "127.0.0.1:20012");
+    pool::publish("t-room", healthy(&[a, b]));
+    pool::pods().get(a).unwrap().publish_metrics(full(9, 0.95));
+    pool::pods().get(b).unwrap().publish_metrics(full(0, 0.10));
+    let mut f = filter("");
+    let mut s = FakeStream::post("/v1/completions", "t-room");
+    s.request_headers.insert(
+        "x-gateway-inference-criticality".into(),
+        b"sheddable".to_vec(),
+    );
+    assert_eq!(
+        run(&mut f, &mut s, r#"{"prompt":"hi"}"#),
+        BodyStatus::Continue
+    );
+    assert!(f.routed_to().is_some());
+}
+
+#[test]
+fn an_unknown_criticality_is_a_400() {
+    pool::publish("t-crit", healthy(&["127.0.0.1:20021"]));
+    let mut f = filter("");
+    let mut s = FakeStream::post("/v1/completions", "t-crit");
+    s.request_headers
+        .insert("x-gateway-inference-criticality".into(), b"urgent".to_vec());
+    run(&mut f, &mut s, r#"{"prompt":"hi"}"#);
+    assert_eq!(s.reply.as_ref().unwrap().0, 400);
+    assert!(s.reply_message().contains("urgent"));
+}
+
+#[test]
+fn in_flight_is_counted_from_pick_to_the_end_of_the_stream() {
+    let a = "127.0.0.1:20031";
+    pool::publish("t-inflight", healthy(&[a]));
+    let pod = pool::pods().get(a).unwrap();
+    let mut f = filter("");
+    let mut s = FakeStream::post("/v1/completions", "t-inflight");
+    run(&mut f, &mut s, r#"{"prompt":"hi"}"#);
+    assert_eq!(pod.in_flight(), 1);
+    drop(f); // Envoy destroys the filter however the stream ended
+    assert_eq!(pod.in_flight(), 0);
+}
+
+#[test]
+fn a_retry_elsewhere_moves_the_in_flight_count_to_the_pod_that_serves() {
+    let (a, b) = ("127.0.0.1:20041", "127.0.0.1:20042");
+    pool::publish("t-moved", healthy(&[a, b]));
+    let mut f = filter("");
+    let mut s = FakeStream::post("/v1/completions", "t-moved");
+    run(&mut f, &mut s, r#"{"prompt":"hi"}"#);
+    let chosen = f.routed_to().unwrap().to_owned();
+    let other = if chosen == a { b } else { a };
+    s.upstream = Some(other.into());
+    f.on_response_headers(&mut s);
+    assert_eq!(pool::pods().get(&chosen).unwrap().in_flight(), 0);
+    assert_eq!(pool::pods().get(other).unwrap().in_flight(), 1);
+    drop(f);
+    assert_eq!(pool::pods().get(other).unwrap().in_flight(), 0);
 }

@@ -1,0 +1,176 @@
+//! Saturation: when every pod is full, sheddable requests are refused (429 with `retry-after`)
+//! instead of deepening the queues, and the rest go to the least loaded pod.
+
+use serde::Deserialize;
+
+use scheduler::PodView;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SaturationConfig {
+    /// A pod whose waiting queue (as scraped, plus what we sent since) reaches this is full.
+    pub queue_threshold: u32,
+    /// A pod whose KV-cache usage (0..1) reaches this is full.
+    pub kv_threshold: f64,
+    /// Seconds a shed client is told to wait (`retry-after`).
+    pub retry_after_s: u32,
+}
+
+impl Default for SaturationConfig {
+    fn default() -> Self {
+        SaturationConfig {
+            queue_threshold: 5,
+            kv_threshold: 0.8,
+            retry_after_s: 1,
+        }
+    }
+}
+
+impl SaturationConfig {
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(self.kv_threshold > 0.0 && self.kv_threshold <= 1.0) {
+            return Err((
+                "kv_threshold",
+                format!("{} must be in (0, 1]", self.kv_threshold),
+            ));
+        }
+        if self.queue_threshold == 0 {
+            return Err(("queue_threshold", "must be > 0".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether `pod` is full. A pod whose metrics are unknown is not (we cannot tell).
+    pub fn is_saturated(&self, pod: &PodView<'_>) -> bool {
+        pod.metrics.is_some_and(|m| {
+            m.waiting.saturating_add(pod.queued_since_scrape) >= self.queue_threshold
+                || m.kv_usage >= self.kv_threshold
+        })
+    }
+
+    /// Whether every routable pod is full (false when there is none).
+    pub fn all_saturated(&self, pods: &[PodView<'_>]) -> bool {
+        let mut routable = pods.iter().filter(|p| p.healthy).peekable();
+        routable.peek().is_some() && routable.all(|p| self.is_saturated(p))
+    }
+}
+
+/// Index of the least loaded pod: fewest queued (scraped plus since), then fewest in flight,
+/// then lowest KV usage. Healthy pods first.
+pub fn least_loaded(pods: &[PodView<'_>]) -> Option<usize> {
+    let load = |p: &PodView<'_>| {
+        let queued = p.metrics.map_or(p.in_flight, |m| {
+            m.waiting.saturating_add(p.queued_since_scrape)
+        });
+        let kv = p.metrics.map_or(0.0, |m| m.kv_usage);
+        (!p.healthy, queued, p.in_flight, (kv * 1e6) as u64)
+    };
+    (0..pods.len()).min_by_key(|&i| load(&pods[i]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scheduler::PodMetrics;
+
+    fn metrics(waiting: u32, kv: f64) -> PodMetrics {
+        let mut m = PodMetrics::idle();
+        m.waiting = waiting;
+        m.kv_usage = kv;
+        m
+    }
+
+    #[test]
+    fn a_pod_is_full_by_queue_or_by_kv() {
+        let c = SaturationConfig::default();
+        let (quiet, queued, kv_full) = (metrics(1, 0.1), metrics(5, 0.1), metrics(0, 0.85));
+        assert!(!c.is_saturated(&PodView {
+            metrics: Some(&quiet),
+            ..PodView::new("a")
+        }));
+        assert!(c.is_saturated(&PodView {
+            metrics: Some(&queued),
+            ..PodView::new("a")
+        }));
+        assert!(c.is_saturated(&PodView {
+            metrics: Some(&kv_full),
+            ..PodView::new("a")
+        }));
+        let sent_since = PodView {
+            metrics: Some(&quiet),
+            queued_since_scrape: 4,
+            ..PodView::new("a")
+        };
+        assert!(
+            c.is_saturated(&sent_since),
+            "what we sent since the scrape counts"
+        );
+        assert!(!c.is_saturated(&PodView::new("unknown")));
+    }
+
+    #[test]
+    fn all_saturated_needs_every_healthy_pod_full() {
+        let c = SaturationConfig::default();
+        let (full, quiet) = (metrics(9, 0.9), metrics(0, 0.0));
+        let pods = [
+            PodView {
+                metrics: Some(&full),
+                ..PodView::new("a")
+            },
+            PodView {
+                metrics: Some(&quiet),
+                ..PodView::new("b")
+            },
+        ];
+        assert!(!c.all_saturated(&pods));
+        let pods = [
+            PodView {
+                metrics: Some(&full),
+                ..PodView::new("a")
+            },
+            PodView {
+                healthy: false,
+                ..PodView::new("b")
+            },
+        ];
+        assert!(c.all_saturated(&pods), "an unhealthy pod offers no room");
+        assert!(!c.all_saturated(&[]));
+    }
+
+    #[test]
+    fn least_loaded_prefers_short_queues_then_few_in_flight() {
+        let (a, b) = (metrics(9, 0.9), metrics(6, 0.95));
+        let pods = [
+            PodView {
+                metrics: Some(&a),
+                ..PodView::new("a")
+            },
+            PodView {
+                metrics: Some(&b),
+                in_flight: 3,
+                ..PodView::new("b")
+            },
+            PodView {
+                metrics: Some(&b),
+                in_flight: 1,
+                ..PodView::new("c")
+            },
+        ];
+        assert_eq!(least_loaded(&pods), Some(2));
+        assert_eq!(least_loaded(&[]), None);
+    }
+
+    #[test]
+    fn bad_thresholds_name_the_field() {
+        let c = SaturationConfig {
+            kv_threshold: 1.5,
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().0, "kv_threshold");
+        let c = SaturationConfig {
+            queue_threshold: 0,
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().0, "queue_threshold");
+    }
+}
