@@ -80,6 +80,10 @@ pub struct PodConfig {
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Log every request (pod, method, path, status) to stderr.
+    #[arg(long)]
+    pub log_requests: bool,
+
     #[command(flatten)]
     pub faults: FaultConfig,
 }

@@ -185,6 +185,10 @@ impl Metrics {
         self.gpu_cache_usage.set(usage);
     }
 
+    pub fn kv_cache_usage(&self) -> f64 {
+        self.kv_cache_usage.get()
+    }
+
     pub fn count_success(&self, finish: Finish) {
         self.request_success
             .get_or_create(&[("finished_reason", finish.as_str())])

@@ -94,11 +94,14 @@ pub fn model_info(pod: &Pod) -> ApiResponse {
     )
 }
 
-/// Load as SGLang's workers report it (`load` is what routers' power-of-two reads).
+/// Load as SGLang's workers report it, in both its older flat shape and its per-rank `loads`
+/// list (routers' power-of-two reads `load` or sums the ranks' token counts).
 pub fn load(pod: &Pod) -> ApiResponse {
     let metrics = pod.metrics();
     let running = metrics.num_requests_running.get();
     let waiting = metrics.num_requests_waiting.get();
+    let capacity = (pod.config.kv_blocks * pod.config.block_size) as f64;
+    let tokens = (metrics.kv_cache_usage() * capacity).round() as u64;
     json_response(
         StatusCode::OK,
         &json!({
@@ -106,6 +109,14 @@ pub fn load(pod: &Pod) -> ApiResponse {
             "num_reqs": running + waiting,
             "num_running_reqs": running,
             "num_waiting_reqs": waiting,
+            "num_tokens": tokens,
+            "loads": [{
+                "dp_rank": 0,
+                "num_reqs": running + waiting,
+                "num_waiting_reqs": waiting,
+                "num_tokens": tokens,
+                "num_total_tokens": tokens,
+            }],
         }),
     )
 }

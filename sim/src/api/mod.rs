@@ -61,6 +61,10 @@ pub async fn handle(
             return Err(ConnectionCut);
         }
     }
+    let log = pod
+        .config
+        .log_requests
+        .then(|| format!("{} {}", request.method(), request.uri().path()));
     let answer = match route(&pod, request).await {
         Ok(answer) => answer,
         Err(error) => json_response(error.status, &error.body()),
@@ -91,6 +95,13 @@ pub async fn handle(
         }
     };
     response.headers_mut().insert("x-sim-pod", pod_header);
+    if let Some(line) = log {
+        eprintln!(
+            "inference-sim: pod {}: {line} -> {}",
+            pod.index,
+            response.status().as_u16()
+        );
+    }
     Ok(response)
 }
 
@@ -119,8 +130,9 @@ async fn route(pod: &Arc<Pod>, request: Request<Incoming>) -> Result<ApiResponse
         "/version" if get => Ok(info::version()),
         "/server_info" | "/get_server_info" if get => Ok(info::server_info(pod)),
         "/model_info" | "/get_model_info" if get => Ok(info::model_info(pod)),
-        "/get_load" if get => Ok(info::load(pod)),
-        "/kv_event_sources" if get => Ok(json_response(StatusCode::OK, &serde_json::json!([]))),
+        "/get_load" | "/v1/loads" if get => Ok(info::load(pod)),
+        // No KV events are published; vllm-router 0.1.17 parses an object here, not a list.
+        "/kv_event_sources" if get => Ok(json_response(StatusCode::OK, &serde_json::json!({}))),
         "/tokenize" if post => info::tokenize(pod, &read_body(pod, request).await?),
         "/v1/completions/render" if post => {
             info::render_completion(pod, &read_body(pod, request).await?)
