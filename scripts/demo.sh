@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: four pods, Envoy with the module on 127.0.0.1:10000 (envoy.yaml), shared-prefix
+# `make demo`: four simulated vLLM pods (inference-sim), Envoy with the module on 127.0.0.1:10000 (envoy.yaml), shared-prefix
 # traffic, and a table of which pod served each group. Stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ for port in 8001 8002 8003 8004 10000 9901; do
   fi
 done
 
-python3 scripts/standin_pods.py 8001 8002 8003 8004 >"$logs/pods.log" 2>&1 &
+target/release/inference-sim --pods 4 --base-port 8001 --time-scale 0.2 >"$logs/pods.log" 2>&1 &
 pids+=($!)
 ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$PWD/target/release" \
   "$envoy_bin" -c envoy.yaml --concurrency 2 --disable-hot-restart --log-path "$logs/envoy.log" &
@@ -31,5 +31,5 @@ for _ in $(seq 100); do
 done
 curl -sf http://127.0.0.1:9901/ready >/dev/null || { echo "Envoy did not become ready:"; cat "$logs/envoy.log"; exit 1; }
 
-python3 scripts/demo_client.py http://127.0.0.1:10000 8 4
+python3 scripts/demo_client.py http://127.0.0.1:10000 8 4 8001 8002 8003 8004
 echo "(logs in $logs)"

@@ -1,6 +1,7 @@
 """Sends shared-prefix traffic through the gateway and prints which pod served each group.
 
-Usage: demo_client.py GATEWAY_URL [groups] [prompts-per-group]
+Usage: demo_client.py GATEWAY_URL [groups] [prompts-per-group] [pod ports...]
+With pod ports, also prints each pod's prefix-cache hit ratio from its vLLM metrics.
 Standard library only, so the demo needs nothing beyond Python itself.
 """
 import json
@@ -37,3 +38,19 @@ for counter in served.values():
 print(f"\nrequests per pod: {dict(sorted(pods_used.items()))}")
 sticky = sum(1 for c in served.values() if len(c) == 1)
 print(f"groups that stayed on one pod: {sticky}/{groups}")
+
+
+def metric(text, name):
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+hits = queries = 0.0
+for port in sys.argv[4:]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    h, q = metric(text, "vllm:prefix_cache_hits_total"), metric(text, "vllm:prefix_cache_queries_total")
+    hits, queries = hits + h, queries + q
+    print(f"pod 127.0.0.1:{port}: prefix-cache hits {h:.0f} of {q:.0f} prompt tokens")
+if queries:
+    print(f"prefix-cache hit ratio over all pods: {hits / queries:.2f}")
