@@ -14,6 +14,9 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 /// Gateway API Inference Extension's endpoint-picker protocol.
 pub const DESTINATION_HEADER: &str = "x-gateway-destination-endpoint";
 
+/// The response header explaining a decision, when `decision_header` is on.
+pub const DECISION_HEADER: &str = "x-inference-scheduler-decision";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterConfig {
@@ -23,6 +26,9 @@ pub struct FilterConfig {
     pub max_body_bytes: u64,
     /// Whether the response carries `x-gateway-destination-endpoint` too.
     pub response_header: bool,
+    /// Whether the response carries `x-inference-scheduler-decision`: the profile, each
+    /// scorer's score for the chosen pod and the predicted prefix hits (for debugging).
+    pub decision_header: bool,
     /// The scheduler: profiles, plugins, weights, prefix index (see scheduler/README.md).
     /// Absent or `null`: queue 1, KV-cache 1, prefix 1.
     pub scheduler: serde_json::Value,
@@ -38,6 +44,7 @@ impl Default for FilterConfig {
             inference_paths: vec!["/v1/completions".into(), "/v1/chat/completions".into()],
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             response_header: true,
+            decision_header: false,
             scheduler: serde_json::Value::Null,
             pod_metrics: ScrapeConfig::default(),
             saturation: SaturationConfig::default(),

@@ -11,7 +11,7 @@ use scheduler::request::{self, ApiKind};
 
 use pods::InFlight;
 
-use crate::config::DESTINATION_HEADER;
+use crate::config::{DECISION_HEADER, DESTINATION_HEADER};
 use crate::decide::{decide, record_served_by, Choice, Rejection, Steering};
 use crate::envoy::{BodyStatus, EnvoyHttpFilter, HeadersStatus};
 use crate::error_body::error_json;
@@ -156,6 +156,13 @@ impl InferenceFilter {
         if self.config.filter.response_header {
             let served_by = actual.as_deref().unwrap_or(chosen).to_owned();
             envoy.set_response_header(DESTINATION_HEADER, &served_by);
+        }
+        if let Some(choice) = self
+            .choice
+            .as_ref()
+            .filter(|_| self.config.filter.decision_header)
+        {
+            envoy.set_response_header(DECISION_HEADER, &choice.decision.to_string());
         }
         HeadersStatus::Continue
     }

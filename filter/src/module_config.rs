@@ -50,10 +50,11 @@ impl ModuleConfig {
         std::time::Duration::from_millis(self.filter.pod_metrics.stale_after_ms)
     }
 
-    /// Whether scraping `pod` failed often enough in a row to avoid it.
+    /// Whether `pod` left enough scrapes in a row unanswered (refused, reset, timed out) to
+    /// avoid it. An answer we cannot read does not count: the pod is up.
     pub fn scrapes_failing(&self, pod: &pods::PodState) -> bool {
         let limit = self.filter.pod_metrics.unhealthy_after_failures;
-        limit > 0 && pod.failed_scrapes_in_a_row() >= limit
+        limit > 0 && pod.unreachable_in_a_row() >= limit
     }
 
     /// Starts scraping the pool's pods; called once when Envoy loads this config.

@@ -72,7 +72,10 @@ impl EnvoyHttpFilter for FakeStream {
         _details: &str,
     ) {
         assert!(self.reply.is_none(), "two local replies");
-        self.reply_headers = headers.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        self.reply_headers = headers
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
         self.reply = Some((status, body.to_vec()));
     }
     fn cluster_name(&self) -> Option<String> {

@@ -19,6 +19,9 @@ pub struct EnvoyConfig {
     /// Whether the module is loaded (filter + LB policy); without it, plain Envoy with
     /// `ROUND_ROBIN`, the baseline for overhead measurements.
     pub module: bool,
+    /// Members come from a file-based EDS source (replace them with `Envoy::set_endpoints`)
+    /// instead of a static list.
+    pub eds: bool,
 }
 
 impl EnvoyConfig {
@@ -29,6 +32,7 @@ impl EnvoyConfig {
             cluster_extra: String::new(),
             concurrency: 2,
             module: true,
+            eds: false,
         }
     }
 
@@ -37,7 +41,7 @@ impl EnvoyConfig {
         self
     }
 
-    fn yaml(&self) -> String {
+    fn yaml(&self, eds_path: Option<&std::path::Path>) -> String {
         let endpoints: String = self
             .endpoints
             .iter()
@@ -69,12 +73,22 @@ impl EnvoyConfig {
                 dynamic_module_config: { name: inference_scheduler }
                 lb_policy_name: inference-scheduler
 "#;
+        let membership = match &eds_path {
+            Some(path) => format!(
+                "      type: EDS\n      eds_cluster_config:\n        eds_config:\n          resource_api_version: V3\n          path_config_source: {{ path: {} }}\n",
+                path.display()
+            ),
+            None => format!(
+                "      type: STATIC\n      load_assignment:\n        cluster_name: inference_pool\n        endpoints:\n          - lb_endpoints:\n{endpoints}"
+            ),
+        };
         let (module_filter, module_policy) = match self.module {
             true => (module_filter.as_str(), module_policy),
             false => ("", "      lb_policy: ROUND_ROBIN\n"),
         };
         format!(
             r#"stats_flush_interval: 1s
+node: {{ id: test-gateway, cluster: test }}
 admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
 static_resources:
@@ -97,7 +111,7 @@ static_resources:
                             cluster: inference_pool
                             timeout: 0s
                             retry_policy:
-                              retry_on: connect-failure,refused-stream,reset-before-request
+                              retry_on: connect-failure,refused-stream,reset
                               num_retries: 2
                               retry_host_predicate:
                                 - name: envoy.retry_host_predicates.previous_hosts
@@ -110,13 +124,8 @@ static_resources:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
     - name: inference_pool
-      type: STATIC
       connect_timeout: 0.5s
-{cluster_extra}{module_policy}      load_assignment:
-        cluster_name: inference_pool
-        endpoints:
-          - lb_endpoints:
-{endpoints}"#,
+{cluster_extra}{module_policy}{membership}"#,
             cluster_extra = self.cluster_extra,
         )
     }
@@ -145,7 +154,11 @@ impl Envoy {
     pub fn try_start(config: &EnvoyConfig) -> Result<Envoy, String> {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("envoy.yaml");
-        std::fs::write(&config_path, config.yaml()).unwrap();
+        let eds_path = config.eds.then(|| dir.path().join("eds.yaml"));
+        if let Some(path) = &eds_path {
+            write_eds(path, &config.endpoints);
+        }
+        std::fs::write(&config_path, config.yaml(eds_path.as_deref())).unwrap();
         let admin_path = dir.path().join("admin.txt");
         let log_path = dir.path().join("envoy.log");
         let child = Command::new(paths::envoy_binary())
@@ -210,6 +223,11 @@ impl Envoy {
         ))
     }
 
+    /// Replaces the EDS members (an `eds` config only); Envoy picks the change up by itself.
+    pub fn set_endpoints(&self, endpoints: &[String]) {
+        write_eds(&self.dir.path().join("eds.yaml"), endpoints);
+    }
+
     /// Envoy's log so far.
     pub fn log(&self) -> String {
         let mut s = String::new();
@@ -262,4 +280,26 @@ impl Drop for Envoy {
             eprintln!("---- envoy log ----\n{}", self.log());
         }
     }
+}
+
+/// Writes the EDS file atomically (a rename, which is what Envoy's file watch follows).
+fn write_eds(path: &std::path::Path, endpoints: &[String]) {
+    let lb_endpoints: Vec<serde_json::Value> = endpoints
+        .iter()
+        .map(|e| {
+            let (ip, port) = e.rsplit_once(':').expect("endpoint is ip:port");
+            serde_json::json!({"endpoint": {"address": {"socket_address": {"address": ip, "port_value": port.parse::<u16>().unwrap()}}}})
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "version_info": format!("{:?}", std::time::SystemTime::now()),
+        "resources": [{
+            "@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+            "cluster_name": "inference_pool",
+            "endpoints": [{"lb_endpoints": lb_endpoints}],
+        }],
+    });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }

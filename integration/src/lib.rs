@@ -2,6 +2,7 @@
 //! config on free ports, starting and stopping it, and stand-in HTTP backends.
 
 pub mod backend;
+pub mod client;
 pub mod envoy;
 pub mod paths;
 

@@ -19,8 +19,8 @@ pub struct ScrapeConfig {
     /// Metrics older than this make a pod count as stale in the module's own metrics (the
     /// scheduler's `stale-metrics` filter has its own `max_age_ms`, 1000 by default too).
     pub stale_after_ms: u64,
-    /// After this many failed scrapes in a row (refused, timed out, garbage) a pod is treated
-    /// as unhealthy by the scheduler until a scrape succeeds again; 0 disables this.
+    /// After this many scrapes in a row without an answer (refused, reset, timed out) a pod is
+    /// treated as unhealthy by the scheduler until it answers again; 0 disables this.
     pub unhealthy_after_failures: u32,
 }
 

@@ -11,7 +11,15 @@ use crate::metric_names::MetricNames;
 /// value (0 queued, 0 running, empty cache, no adapters); text that is not Prometheus
 /// exposition, or that has none of the queue/KV signals, is an error.
 pub fn parse(text: &str, names: &MetricNames, scraped_at: Instant) -> Result<PodMetrics, String> {
-    let scrape = Scrape::parse(text).map_err(|e| format!("not Prometheus text: {e:?}"))?;
+    // Only samples matter here. Python's Prometheus client (vLLM, SGLang) declares a counter
+    // `x` in `# TYPE` and writes its samples as `x_total`, which the parser rejects as a typed
+    // metric without samples; without the comments every sample is read as untyped.
+    let samples: String = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    let scrape = Scrape::parse(&samples).map_err(|e| format!("not Prometheus text: {e:?}"))?;
     let find = |candidates: &[String]| -> Option<&Metric> {
         candidates
             .iter()
@@ -200,5 +208,29 @@ vllm:prefix_cache_hits_total{model_name="m"} 1234.0
         let m = parse(text, &MetricNames::vllm(), Instant::now()).unwrap();
         assert_eq!(m.kv_usage, 1.0);
         assert_eq!((m.waiting, m.running), (0, 0));
+    }
+}
+
+#[cfg(test)]
+mod simulator_text {
+    use super::*;
+
+    /// What `inference-sim` serves on `/metrics` (captured after one request).
+    const SIM: &str = include_str!("../tests/vllm_sim_metrics.txt");
+
+    #[test]
+    fn the_simulators_metrics_parse() {
+        let m = parse(SIM, &MetricNames::vllm(), Instant::now()).unwrap();
+        assert_eq!((m.waiting, m.running), (0, 0));
+        assert!(
+            m.cache
+                .is_some_and(|c| c.block_size == 16 && c.num_gpu_blocks > 0),
+            "{:?}",
+            m.cache
+        );
+        assert!(
+            m.max_lora.is_none(),
+            "no LoRA series without adapters, as in vLLM"
+        );
     }
 }

@@ -21,6 +21,9 @@ pub struct PodState {
     routed_since_scrape: AtomicU32,
     /// Scrapes that failed in a row (0 after a success).
     failed_scrapes: AtomicU32,
+    /// Of those, the ones where the pod did not answer at all (refused, reset, timed out): a
+    /// sign the pod itself is down, unlike an answer we could not read.
+    unreachable_scrapes: AtomicU32,
     scrapes_ok: AtomicU64,
     scrapes_failed: AtomicU64,
 }
@@ -33,6 +36,7 @@ impl PodState {
             in_flight: AtomicU32::new(0),
             routed_since_scrape: AtomicU32::new(0),
             failed_scrapes: AtomicU32::new(0),
+            unreachable_scrapes: AtomicU32::new(0),
             scrapes_ok: AtomicU64::new(0),
             scrapes_failed: AtomicU64::new(0),
         }
@@ -60,6 +64,11 @@ impl PodState {
         self.failed_scrapes.load(Ordering::Relaxed)
     }
 
+    /// Scrapes in a row the pod did not answer at all.
+    pub fn unreachable_in_a_row(&self) -> u32 {
+        self.unreachable_scrapes.load(Ordering::Relaxed)
+    }
+
     /// (successful, failed) scrapes since the pod joined.
     pub fn scrape_counts(&self) -> (u64, u64) {
         (
@@ -80,12 +89,19 @@ impl PodState {
         self.metrics.store(Some(Arc::new(metrics)));
         self.routed_since_scrape.store(0, Ordering::Relaxed);
         self.failed_scrapes.store(0, Ordering::Relaxed);
+        self.unreachable_scrapes.store(0, Ordering::Relaxed);
         self.scrapes_ok.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A scrape failed: the last metrics stay (and age); the failure is counted.
-    pub fn record_failed_scrape(&self) {
+    /// A scrape failed: the last metrics stay (and age); the failure is counted. `unreachable`
+    /// when the pod gave no answer at all.
+    pub fn record_failed_scrape(&self, unreachable: bool) {
         self.failed_scrapes.fetch_add(1, Ordering::Relaxed);
+        if unreachable {
+            self.unreachable_scrapes.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.unreachable_scrapes.store(0, Ordering::Relaxed);
+        }
         self.scrapes_failed.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -226,11 +242,14 @@ mod tests {
         let mut m = PodMetrics::idle();
         m.waiting = 4;
         pod.publish_metrics(m);
-        pod.record_failed_scrape();
-        pod.record_failed_scrape();
+        pod.record_failed_scrape(true);
+        pod.record_failed_scrape(false);
         assert_eq!(pod.failed_scrapes_in_a_row(), 2);
+        assert_eq!(pod.unreachable_in_a_row(), 0, "it answered the second time");
+        pod.record_failed_scrape(true);
+        assert_eq!(pod.unreachable_in_a_row(), 1);
         assert_eq!(pod.metrics().as_ref().unwrap().waiting, 4);
-        assert_eq!(pod.scrape_counts(), (1, 2));
+        assert_eq!(pod.scrape_counts(), (1, 3));
         pod.publish_metrics(PodMetrics::idle());
         assert_eq!(pod.failed_scrapes_in_a_row(), 0);
     }

@@ -154,23 +154,38 @@ async fn scrape_loop(
                 pod.publish_metrics(metrics);
                 stats.succeeded.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(Err(_)) | Err(_) => {
-                pod.record_failed_scrape();
+            Ok(Err(failure)) => {
+                pod.record_failed_scrape(failure == Failure::Unreachable);
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_timeout) => {
+                pod.record_failed_scrape(true);
                 stats.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 }
 
+/// Why a scrape failed: no answer at all, or an answer we could not use.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    Unreachable,
+    Unusable,
+}
+
 async fn scrape(
     client: &reqwest::Client,
     url: &str,
     names: &MetricNames,
-) -> Result<scheduler::PodMetrics, String> {
-    let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+) -> Result<scheduler::PodMetrics, Failure> {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|_| Failure::Unreachable)?;
     if !response.status().is_success() {
-        return Err(format!("status {}", response.status()));
+        return Err(Failure::Unusable);
     }
-    let text = response.text().await.map_err(|e| e.to_string())?;
-    exposition::parse(&text, names, Instant::now())
+    let text = response.text().await.map_err(|_| Failure::Unreachable)?;
+    exposition::parse(&text, names, Instant::now()).map_err(|_| Failure::Unusable)
 }
