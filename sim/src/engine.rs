@@ -112,6 +112,8 @@ pub struct Engine {
     clock: Instant,
     /// Adapters with running / waiting requests, as last published.
     published_adapters: (Vec<bool>, Vec<bool>),
+    /// Reused buffers for working out the adapters in use at each step.
+    adapter_scratch: (Vec<bool>, Vec<bool>),
     scratch: Vec<u32>,
 }
 
@@ -126,6 +128,7 @@ impl Engine {
             metrics,
             clock: Instant::now(),
             published_adapters: (vec![false; adapters], vec![false; adapters]),
+            adapter_scratch: (Vec::new(), Vec::new()),
             scratch: Vec::with_capacity(config.block_size),
             config,
         };
@@ -420,32 +423,30 @@ impl Engine {
         if self.config.lora_adapters.is_empty() {
             return;
         }
+        // Which adapters have running / waiting requests, in reused buffers.
         let adapters = self.config.lora_adapters.len();
-        let mut running = vec![false; adapters];
+        let mut current = std::mem::take(&mut self.adapter_scratch);
+        for set in [&mut current.0, &mut current.1] {
+            set.clear();
+            set.resize(adapters, false);
+        }
         for adapter in self.running.iter().filter_map(|seq| seq.request.adapter) {
-            running[adapter] = true;
+            current.0[adapter] = true;
         }
-        let mut waiting = vec![false; adapters];
         for adapter in self.waiting.iter().filter_map(|seq| seq.request.adapter) {
-            waiting[adapter] = true;
+            current.1[adapter] = true;
         }
-        if (&running, &waiting) != (&self.published_adapters.0, &self.published_adapters.1) {
+        if current != self.published_adapters {
             let names = |set: &[bool]| {
-                let selected = self
-                    .config
-                    .lora_adapters
-                    .iter()
-                    .zip(set)
-                    .filter(|(_, on)| **on);
-                selected
-                    .map(|(name, _)| name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
+                let names = self.config.lora_adapters.iter().zip(set);
+                let selected = names.filter(|(_, on)| **on).map(|(name, _)| name.as_str());
+                selected.collect::<Vec<_>>().join(",")
             };
             self.metrics
-                .set_lora_requests(names(&running), names(&waiting));
-            self.published_adapters = (running, waiting);
+                .set_lora_requests(names(&current.0), names(&current.1));
+            std::mem::swap(&mut current, &mut self.published_adapters);
         }
+        self.adapter_scratch = current;
     }
 }
 
@@ -716,6 +717,28 @@ mod tests {
             "b evicted a from the only slot: {load_b:?}"
         );
         assert!(pod.metrics.encode().contains("max_lora=\"1\""));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lora_info_shows_running_and_waiting_adapters() {
+        let config = PodConfig {
+            lora_adapters: vec!["a".into(), "b".into()],
+            max_loras: 1,
+            ..PodConfig::default()
+        };
+        let pod = Harness::start(config);
+        let a = pod.submit(prompt(0, 64), 100, Some(0));
+        let b = pod.submit(prompt(1000, 64), 100, Some(1));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let text = pod.metrics.encode();
+        assert!(
+            text.contains("running_lora_adapters=\"a\",waiting_lora_adapters=\"b\""),
+            "{text}"
+        );
+        a.finished().await;
+        b.finished().await;
+        let text = pod.metrics.encode();
+        assert!(text.contains("running_lora_adapters=\"\",waiting_lora_adapters=\"\""));
     }
 
     #[tokio::test(start_paused = true)]
