@@ -9,9 +9,9 @@ cd "$root"
 
 pods=${PODS:-4}
 concurrency=${CONCURRENCY:-2000}
-duration=${DURATION:-20}
-time_scale=${TIME_SCALE:-0.5}
-max_tokens=${MAX_TOKENS:-256}
+duration=${DURATION:-30}
+time_scale=${TIME_SCALE:-0.1}
+max_tokens=${MAX_TOKENS:-128}
 prompt_words=${PROMPT_WORDS:-200}
 max_running_seqs=${MAX_RUNNING_SEQS:-512}
 
@@ -55,13 +55,26 @@ started=$(date +%s.%N)
   --max-tokens "$max_tokens" --prompt-words "$prompt_words" | tee "$workdir/load.out"
 elapsed=$(echo "$(date +%s.%N) - $started" | bc)
 ticks_after=$(cpu_ticks)
+# The engines' own view of inter-token latency; the driver's mean ITL exceeds it when delivery
+# (the simulator's HTTP side or the driver) cannot keep up with the modelled pods.
+itl_sum=0; itl_count=0
+for target in ${targets//,/ }; do
+  read -r s c < <(curl -s "http://$target/metrics" | awk '/^vllm:inter_token_latency_seconds_sum/ {s=$2} /^vllm:inter_token_latency_seconds_count/ {c=$2} END {print s+0, c+0}')
+  itl_sum=$(echo "$itl_sum + $s" | bc -l); itl_count=$(echo "$itl_count + $c" | bc)
+done
+engine_itl_ms="?"
+[[ "$itl_count" != 0 ]] && engine_itl_ms=$(echo "scale=2; 1000 * $itl_sum / $itl_count" | bc -l)
 sim_cpu_seconds=$(echo "scale=3; ($ticks_after - $ticks_before) / $(getconf CLK_TCK)" | bc)
 sim_cpu_pct=$(echo "scale=1; 100 * $sim_cpu_seconds / $elapsed" | bc)
 tokens=$(sed -n 's/.*summary.* tokens=\([0-9]*\).*/\1/p' "$workdir/load.out")
 us_per_token=$(echo "scale=2; 1000000 * $sim_cpu_seconds / $tokens" | bc)
 one_core_capacity=$(echo "scale=0; 1000000 / $us_per_token" | bc)
+driver_ticks=$(sed -n 's/.*driver_cpu_ticks=\([0-9]*\).*/\1/p' "$workdir/load.out")
+driver_cpu_pct=$(echo "scale=1; 100 * $driver_ticks / $(getconf CLK_TCK) / $elapsed" | bc)
 
 echo "bench-sim: pods=$pods concurrency=$concurrency time_scale=$time_scale max_running_seqs=$max_running_seqs \
 max_tokens=$max_tokens prompt_words=$prompt_words"
 echo "bench-sim: $(grep 'load: summary' "$workdir/load.out" | sed 's/^load: summary //')"
 echo "bench-sim: simulator CPU ${sim_cpu_pct}% of one core over ${elapsed%.*} s: ${us_per_token} us of CPU per streamed token (one core could stream ~${one_core_capacity} tokens/s)"
+echo "bench-sim: engines' mean ITL ${engine_itl_ms} ms (modelled pods, real time) vs the driver's $(sed -n 's/.*mean_itl_ms=\([0-9.]*\).*/\1/p' "$workdir/load.out") ms"
+echo "bench-sim: load driver CPU ${driver_cpu_pct}% of one core (at 100% the driver, not the simulator, limits the numbers)"

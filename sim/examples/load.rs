@@ -32,6 +32,9 @@ struct Args {
     /// Tokens each request asks for.
     #[arg(long, default_value_t = 256)]
     max_tokens: u32,
+    /// Seconds over which the streams start (staggered, so requests do not arrive in waves).
+    #[arg(long, default_value_t = 2.0)]
+    ramp_up: f64,
     /// Prompts share a prefix within each of this many groups.
     #[arg(long, default_value_t = 64)]
     groups: usize,
@@ -89,7 +92,7 @@ async fn run(args: Args) {
     let requests = totals.requests.load(Ordering::Relaxed).max(1);
     let itl_samples = totals.itl_samples.load(Ordering::Relaxed).max(1);
     println!(
-        "load: summary concurrency={} tokens={} seconds={:.1} tokens_per_s={:.0} requests={} errors={} mean_ttft_ms={:.1} mean_itl_ms={:.2}",
+        "load: summary concurrency={} tokens={} seconds={:.1} tokens_per_s={:.0} requests={} errors={} mean_ttft_ms={:.1} mean_itl_ms={:.2} driver_cpu_ticks={}",
         args.concurrency,
         tokens,
         elapsed,
@@ -98,13 +101,20 @@ async fn run(args: Args) {
         totals.errors.load(Ordering::Relaxed),
         totals.ttft_micros.load(Ordering::Relaxed) as f64 / requests as f64 / 1000.0,
         totals.itl_micros.load(Ordering::Relaxed) as f64 / itl_samples as f64 / 1000.0,
+        own_cpu_ticks(),
     );
 }
 
 async fn stream_slot(slot: usize, args: &Args, totals: &Totals, deadline: Instant) {
+    tokio::time::sleep(Duration::from_secs_f64(
+        args.ramp_up * slot as f64 / args.concurrency as f64,
+    ))
+    .await;
     let target = args.targets[slot % args.targets.len()];
+    // Letters-only words of at most 5 letters are one token each for the simulator's tokenizer.
+    let group = slot % args.groups;
     let shared: String = (0..args.prompt_words * 3 / 4)
-        .map(|i| format!("g{}w{i} ", slot % args.groups))
+        .map(|i| word(group * 100_000 + i))
         .collect();
     let mut sequence = 0u64;
     while Instant::now() < deadline {
@@ -122,8 +132,9 @@ async fn stream_slot(slot: usize, args: &Args, totals: &Totals, deadline: Instan
         tokio::spawn(connection);
         while Instant::now() < deadline {
             sequence += 1;
+            let unique = (slot * 1_000 + sequence as usize % 1_000) * 1_000;
             let tail: String = (0..args.prompt_words / 4)
-                .map(|i| format!("s{slot}r{sequence}w{i} "))
+                .map(|i| word(unique + i))
                 .collect();
             let body = serde_json::json!({
                 "prompt": format!("{shared}{tail}"),
@@ -149,7 +160,10 @@ async fn stream_slot(slot: usize, args: &Args, totals: &Totals, deadline: Instan
             let mut first: Option<Instant> = None;
             let mut tokens = 0u64;
             while let Some(frame) = body.frame().await {
-                let Ok(frame) = frame else { break };
+                let Ok(frame) = frame else {
+                    totals.errors.fetch_add(1, Ordering::Relaxed);
+                    break;
+                };
                 if let Some(data) = frame.data_ref() {
                     let count = count_tokens(data);
                     if count > 0 {
@@ -171,6 +185,38 @@ async fn stream_slot(slot: usize, args: &Args, totals: &Totals, deadline: Instan
                     totals.itl_samples.fetch_add(tokens - 1, Ordering::Relaxed);
                 }
             }
+        }
+    }
+}
+
+/// User + system CPU time of this process in clock ticks (Linux), to show whether the driver
+/// itself was the bottleneck.
+fn own_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+/// A distinct lowercase word (base 26, at most 5 letters per token) with a leading space.
+fn word(mut n: usize) -> String {
+    let mut out = String::from(" ");
+    loop {
+        out.push((b'a' + (n % 26) as u8) as char);
+        n /= 26;
+        if n == 0 {
+            return out;
         }
     }
 }

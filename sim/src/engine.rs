@@ -47,9 +47,12 @@ pub enum Command {
     },
 }
 
-/// If the loop falls further behind simulated time than this (the process is overloaded), it
-/// stops trying to catch up, so a stall does not turn into a burst of instant steps.
-const MAX_LAG: Duration = Duration::from_millis(20);
+/// If the loop falls further behind simulated time than this (the process is overloaded or was
+/// descheduled), it stops trying to catch up, so a long stall does not turn into a burst.
+const MAX_LAG: Duration = Duration::from_millis(250);
+
+/// Steps run back to back while catching up before the engine lets other tasks run.
+const MAX_STEPS_WITHOUT_YIELD: u32 = 16;
 
 struct Sequence {
     request: Request,
@@ -109,6 +112,8 @@ pub struct Engine {
     clock: Instant,
     /// Adapters with running / waiting requests, as last published.
     published_adapters: (Vec<bool>, Vec<bool>),
+    /// Reused buffers for working out the adapters in use at each step.
+    adapter_scratch: (Vec<bool>, Vec<bool>),
     scratch: Vec<u32>,
 }
 
@@ -123,6 +128,7 @@ impl Engine {
             metrics,
             clock: Instant::now(),
             published_adapters: (vec![false; adapters], vec![false; adapters]),
+            adapter_scratch: (Vec::new(), Vec::new()),
             scratch: Vec::with_capacity(config.block_size),
             config,
         };
@@ -134,6 +140,7 @@ impl Engine {
 
     pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut plan = Vec::new();
+        let mut steps_behind = 0;
         loop {
             if self.running.is_empty() && self.waiting.is_empty() {
                 match commands.recv().await {
@@ -170,8 +177,15 @@ impl Engine {
             self.clock += self.config.scaled(step_duration(&self.config, &work));
             if self.clock > now {
                 tokio::time::sleep_until(self.clock).await;
-            } else {
+                steps_behind = 0;
+            } else if steps_behind >= MAX_STEPS_WITHOUT_YIELD {
                 tokio::task::yield_now().await;
+                steps_behind = 0;
+            } else {
+                // Behind simulated time: catch up without queueing behind every connection.
+                // Sequences then get several tokens at once, which their responses write
+                // together, so delivery keeps the modelled token rate under load.
+                steps_behind += 1;
             }
             self.complete_step(&plan, Instant::now());
             self.publish_state();
@@ -409,32 +423,30 @@ impl Engine {
         if self.config.lora_adapters.is_empty() {
             return;
         }
+        // Which adapters have running / waiting requests, in reused buffers.
         let adapters = self.config.lora_adapters.len();
-        let mut running = vec![false; adapters];
+        let mut current = std::mem::take(&mut self.adapter_scratch);
+        for set in [&mut current.0, &mut current.1] {
+            set.clear();
+            set.resize(adapters, false);
+        }
         for adapter in self.running.iter().filter_map(|seq| seq.request.adapter) {
-            running[adapter] = true;
+            current.0[adapter] = true;
         }
-        let mut waiting = vec![false; adapters];
         for adapter in self.waiting.iter().filter_map(|seq| seq.request.adapter) {
-            waiting[adapter] = true;
+            current.1[adapter] = true;
         }
-        if (&running, &waiting) != (&self.published_adapters.0, &self.published_adapters.1) {
+        if current != self.published_adapters {
             let names = |set: &[bool]| {
-                let selected = self
-                    .config
-                    .lora_adapters
-                    .iter()
-                    .zip(set)
-                    .filter(|(_, on)| **on);
-                selected
-                    .map(|(name, _)| name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
+                let names = self.config.lora_adapters.iter().zip(set);
+                let selected = names.filter(|(_, on)| **on).map(|(name, _)| name.as_str());
+                selected.collect::<Vec<_>>().join(",")
             };
             self.metrics
-                .set_lora_requests(names(&running), names(&waiting));
-            self.published_adapters = (running, waiting);
+                .set_lora_requests(names(&current.0), names(&current.1));
+            std::mem::swap(&mut current, &mut self.published_adapters);
         }
+        self.adapter_scratch = current;
     }
 }
 
@@ -705,6 +717,28 @@ mod tests {
             "b evicted a from the only slot: {load_b:?}"
         );
         assert!(pod.metrics.encode().contains("max_lora=\"1\""));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lora_info_shows_running_and_waiting_adapters() {
+        let config = PodConfig {
+            lora_adapters: vec!["a".into(), "b".into()],
+            max_loras: 1,
+            ..PodConfig::default()
+        };
+        let pod = Harness::start(config);
+        let a = pod.submit(prompt(0, 64), 100, Some(0));
+        let b = pod.submit(prompt(1000, 64), 100, Some(1));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let text = pod.metrics.encode();
+        assert!(
+            text.contains("running_lora_adapters=\"a\",waiting_lora_adapters=\"b\""),
+            "{text}"
+        );
+        a.finished().await;
+        b.finished().await;
+        let text = pod.metrics.encode();
+        assert!(text.contains("running_lora_adapters=\"\",waiting_lora_adapters=\"\""));
     }
 
     #[tokio::test(start_paused = true)]

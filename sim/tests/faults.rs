@@ -138,11 +138,14 @@ async fn die_stops_the_pod_and_frees_its_port() {
             .status,
         200
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        tokio::net::TcpStream::connect(dead).await.is_err(),
-        "a dead pod still accepts"
-    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(dead).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "a dead pod still accepts connections"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(get(alive, "/health").await.status, 200);
 }
 

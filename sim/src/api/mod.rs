@@ -105,6 +105,28 @@ pub async fn handle(
     Ok(response)
 }
 
+/// Every path `route` serves, to tell a wrong method (405) from an unknown path (404).
+const KNOWN_PATHS: [&str; 18] = [
+    "/v1/completions",
+    "/v1/chat/completions",
+    "/health",
+    "/metrics",
+    "/v1/models",
+    "/version",
+    "/server_info",
+    "/get_server_info",
+    "/model_info",
+    "/get_model_info",
+    "/get_load",
+    "/v1/loads",
+    "/kv_event_sources",
+    "/tokenize",
+    "/v1/completions/render",
+    "/v1/chat/completions/render",
+    "/admin/fault",
+    "/admin/reset",
+];
+
 async fn route(pod: &Arc<Pod>, request: Request<Incoming>) -> Result<ApiResponse, ApiError> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -143,23 +165,7 @@ async fn route(pod: &Arc<Pod>, request: Request<Incoming>) -> Result<ApiResponse
         "/admin/fault" if get => Ok(json_response(StatusCode::OK, &pod.faults())),
         "/admin/fault" if post => admin::set_faults(pod, &read_body(pod, request).await?),
         "/admin/reset" if post => Ok(admin::reset(pod).await),
-        "/v1/completions"
-        | "/v1/chat/completions"
-        | "/health"
-        | "/metrics"
-        | "/v1/models"
-        | "/version"
-        | "/server_info"
-        | "/get_server_info"
-        | "/model_info"
-        | "/get_model_info"
-        | "/get_load"
-        | "/kv_event_sources"
-        | "/tokenize"
-        | "/v1/completions/render"
-        | "/v1/chat/completions/render"
-        | "/admin/fault"
-        | "/admin/reset" => Err(ApiError::new(
+        known if KNOWN_PATHS.contains(&known) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed on {path}"),
         )),
