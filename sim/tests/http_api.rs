@@ -304,10 +304,7 @@ async fn serves_what_sglang_and_vllm_routers_ask_a_worker() {
     assert_eq!(ids, [MODEL, "a", "b"]);
     let load = get(addr, "/get_load").await.json();
     assert_eq!(load["load"], 0);
-<<<<<<< HEAD
-=======
     assert_eq!(get(addr, "/v1/loads").await.json(), load);
->>>>>>> sim
     assert_eq!(
         load["loads"][0]["num_tokens"], 0,
         "per-rank token load for SGLang's power-of-two"
