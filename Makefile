@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build venv test demo bench-overhead bench-scheduler bench-sim clean
+.PHONY: all build venv test demo bench bench-overhead bench-scheduler bench-sim clean
 
 all: build
 
@@ -20,6 +20,10 @@ test: venv build
 
 demo: venv build
 	scripts/demo.sh
+
+# The routing comparison against every peer (see bench/README.md); writes bench/results/.
+bench: venv build
+	scripts/bench.sh
 
 bench-overhead: venv build
 	scripts/bench-overhead.sh

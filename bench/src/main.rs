@@ -1,0 +1,1 @@
+fn main() { eprintln!("inference-bench: not implemented yet"); std::process::exit(2); }
