@@ -1,1 +1,4 @@
-fn main() { eprintln!("inference-bench: not implemented yet"); std::process::exit(2); }
+fn main() {
+    eprintln!("inference-bench: not implemented yet");
+    std::process::exit(2);
+}

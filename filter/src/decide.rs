@@ -13,6 +13,9 @@ use crate::saturation::least_loaded;
 pub struct Choice {
     pub pod: Arc<PodState>,
     pub decision: Decision,
+    /// Envoy marks every member unhealthy: its load balancer will not pick any, so the choice
+    /// must bypass it (we still route rather than fail the request).
+    pub pool_unhealthy: bool,
 }
 
 /// Request headers that steer the scheduler, as read by the filter.
@@ -106,7 +109,12 @@ pub fn decide(
     match config.scheduler.schedule(request, views, &context) {
         Ok(decision) => {
             let pod = Arc::clone(&states[offset + decision.pod].0);
-            Ok(Some(Choice { pod, decision }))
+            let pool_unhealthy = pool.members.iter().all(|m| m.health == Health::Unhealthy);
+            Ok(Some(Choice {
+                pod,
+                decision,
+                pool_unhealthy,
+            }))
         }
         Err(ScheduleError::NoPods) => Ok(None),
         Err(e @ ScheduleError::UnknownProfile { .. }) => Err(Rejection::bad_request(e.to_string())),

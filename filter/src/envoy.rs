@@ -38,6 +38,9 @@ pub trait EnvoyHttpFilter {
     fn send_response(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8], details: &str);
     /// The cluster the matched route sends to.
     fn cluster_name(&self) -> Option<String>;
+    /// Asks Envoy to send the request to `address` (`ip:port`) itself, bypassing the cluster's
+    /// load balancer; non-strict: if that host cannot be used, the load balancer decides.
+    fn set_upstream_override_host(&mut self, address: &str) -> bool;
     /// `ip:port` of the upstream host that is serving the request, once one is selected.
     fn upstream_address(&self) -> Option<String>;
     /// Adds `value` to a counter defined at config load (labels in definition order).

@@ -196,6 +196,11 @@ impl InferenceFilter {
                     d.request_blocks,
                 );
                 envoy.set_request_header(DESTINATION_HEADER, &endpoint);
+                if choice.pool_unhealthy {
+                    // Envoy's balancer only picks healthy hosts; go around it (the cluster's
+                    // `override_host_status` must accept UNHEALTHY, see envoy.yaml).
+                    envoy.set_upstream_override_host(&endpoint);
+                }
                 self.in_flight = Some(choice.pod.begin_request());
                 self.choice = Some(choice);
                 self.phase = Phase::Routed(endpoint);

@@ -49,6 +49,9 @@ type Registry = HashMap<String, Arc<PoolSnapshot>>;
 
 static POOLS: LazyLock<ArcSwap<Registry>> = LazyLock::new(|| ArcSwap::from_pointee(HashMap::new()));
 
+/// Serialises membership updates.
+static WRITER: Mutex<()> = Mutex::new(());
+
 static PODS: LazyLock<Arc<PodRegistry>> = LazyLock::new(|| Arc::new(PodRegistry::new()));
 
 /// Schedulers of the live filter configs, told when pods leave. Touched only on config loads
@@ -77,12 +80,12 @@ pub fn publish(cluster: &str, snapshot: PoolSnapshot) {
     {
         return;
     }
-    let snapshot = Arc::new(snapshot);
-    POOLS.rcu(|registry| {
-        let mut next = Registry::clone(registry);
-        next.insert(cluster.to_owned(), Arc::clone(&snapshot));
-        next
-    });
+    // Writers take turns (membership changes are rare), so the registry is synced with the
+    // union of the pools as they are after this update, never an older one; readers never wait.
+    let _writer = WRITER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut next = Registry::clone(&POOLS.load());
+    next.insert(cluster.to_owned(), Arc::new(snapshot));
+    POOLS.store(Arc::new(next));
     let pools = POOLS.load();
     let removed = PODS.sync(
         pools

@@ -21,6 +21,7 @@ struct FakeStream {
     reply_headers: Vec<(String, String)>,
     cluster: Option<String>,
     upstream: Option<String>,
+    override_host: Option<String>,
 }
 
 impl FakeStream {
@@ -83,6 +84,10 @@ impl EnvoyHttpFilter for FakeStream {
     }
     fn upstream_address(&self) -> Option<String> {
         self.upstream.clone()
+    }
+    fn set_upstream_override_host(&mut self, address: &str) -> bool {
+        self.override_host = Some(address.into());
+        true
     }
 }
 
@@ -595,4 +600,47 @@ fn a_retry_elsewhere_moves_the_in_flight_count_to_the_pod_that_serves() {
     assert_eq!(pool::pods().get(other).unwrap().in_flight(), 1);
     drop(f);
     assert_eq!(pool::pods().get(other).unwrap().in_flight(), 0);
+}
+
+#[test]
+fn when_envoy_marks_every_member_unhealthy_the_choice_bypasses_its_balancer() {
+    let (a, b) = ("127.0.0.1:20051", "127.0.0.1:20052");
+    pool::publish(
+        "t-all-down",
+        PoolSnapshot {
+            members: vec![
+                Member {
+                    address: a.into(),
+                    health: Health::Unhealthy,
+                },
+                Member {
+                    address: b.into(),
+                    health: Health::Unhealthy,
+                },
+            ],
+        },
+    );
+    let mut f = filter("");
+    let mut s = FakeStream::post("/v1/completions", "t-all-down");
+    assert_eq!(
+        run(&mut f, &mut s, r#"{"prompt":"hi"}"#),
+        BodyStatus::Continue
+    );
+    let chosen = f.routed_to().unwrap().to_owned();
+    assert_eq!(s.override_host.as_deref(), Some(chosen.as_str()));
+
+    // With one healthy member the balancer applies the choice as usual.
+    pool::publish(
+        "t-one-up",
+        PoolSnapshot {
+            members: vec![Member {
+                address: a.into(),
+                health: Health::Healthy,
+            }],
+        },
+    );
+    let mut f = filter("");
+    let mut s = FakeStream::post("/v1/completions", "t-one-up");
+    run(&mut f, &mut s, r#"{"prompt":"hi"}"#);
+    assert!(s.override_host.is_none());
 }

@@ -276,3 +276,29 @@ fn in_flight_counts_return_to_zero_however_a_stream_ends() {
         in_flight_total() == 0.0
     });
 }
+
+#[test]
+fn when_every_pod_fails_health_checks_requests_are_still_served() {
+    let sim = sim(2, 0.02);
+    let mut config = EnvoyConfig::new(addrs(&sim));
+    // Health checks that can never pass: every member ends up unhealthy while still serving.
+    config.cluster_extra = "      health_checks:\n        - timeout: 0.2s\n          interval: 0.1s\n          no_traffic_interval: 0.1s\n          unhealthy_threshold: 1\n          healthy_threshold: 1\n          http_health_check: { path: /no-such-health-endpoint }\n      common_lb_config:\n        override_host_status: { statuses: [UNKNOWN, HEALTHY, DEGRADED, UNHEALTHY] }\n".into();
+    let envoy = Envoy::start(&config);
+    eventually("both pods unhealthy", Duration::from_secs(10), || {
+        let clusters = ureq::get(&format!("{}/clusters", envoy.admin_url))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        clusters
+            .lines()
+            .filter(|l| l.contains("health_flags::/failed_active_hc"))
+            .count()
+            == 2
+    });
+    for i in 0..6 {
+        let (status, pod) = complete(&envoy.url, &format!("all unhealthy {i}"), 1);
+        assert_eq!(status, 200, "request {i} failed although pods serve");
+        assert!(pod.is_some());
+    }
+}

@@ -48,6 +48,11 @@ extern "C" {
         body: ModuleBuffer,
         details: ModuleBuffer,
     );
+    pub fn envoy_dynamic_module_callback_http_set_upstream_override_host(
+        filter: EnvoyPtr,
+        host: ModuleBuffer,
+        strict: bool,
+    ) -> bool;
     pub fn envoy_dynamic_module_callback_http_get_cluster_name(
         filter: EnvoyPtr,
         result: *mut EnvoyBuffer,

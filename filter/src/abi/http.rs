@@ -171,6 +171,17 @@ impl EnvoyHttpFilter for Handle {
         }
     }
 
+    fn set_upstream_override_host(&mut self, address: &str) -> bool {
+        // SAFETY: live filter pointer; Envoy copies the address.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_upstream_override_host(
+                self.0,
+                address.into(),
+                false,
+            )
+        }
+    }
+
     fn upstream_address(&self) -> Option<String> {
         self.string_attribute(ATTRIBUTE_UPSTREAM_ADDRESS)
     }
