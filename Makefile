@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build venv test demo bench bench-overhead bench-scheduler bench-sim clean
+.PHONY: all build venv test demo bench bench-overhead bench-scheduler bench-sim bench-scrape clean
 
 all: build
 
@@ -30,6 +30,9 @@ bench-overhead: venv build
 
 bench-scheduler:
 	scripts/bench-scheduler.sh
+
+bench-scrape: build
+	scripts/bench-scrape.sh
 
 bench-sim: build
 	scripts/bench-sim.sh

@@ -11,15 +11,27 @@ use crate::metric_names::MetricNames;
 /// value (0 queued, 0 running, empty cache, no adapters); text that is not Prometheus
 /// exposition, or that has none of the queue/KV signals, is an error.
 pub fn parse(text: &str, names: &MetricNames, scraped_at: Instant) -> Result<PodMetrics, String> {
-    // Only samples matter here. Python's Prometheus client (vLLM, SGLang) declares a counter
-    // `x` in `# TYPE` and writes its samples as `x_total`, which the parser rejects as a typed
-    // metric without samples; without the comments every sample is read as untyped.
+    // Only the samples of the series we read go to the parser: a vLLM scrape is mostly
+    // histograms we ignore, and skipping them cuts the parse cost several-fold. Comments go
+    // too: Python's Prometheus client (vLLM, SGLang) declares a counter `x` in `# TYPE` but
+    // writes `x_total` samples, which the parser rejects as a typed metric without samples.
+    let wanted = |line: &&str| {
+        names.all().any(|name| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ', '\t']))
+        })
+    };
     let samples: String = text
         .lines()
-        .filter(|l| !l.starts_with('#'))
+        .filter(wanted)
         .flat_map(|l| [l, "\n"])
         .collect();
-    let scrape = Scrape::parse(&samples).map_err(|e| format!("not Prometheus text: {e:?}"))?;
+    let scrape = match samples.is_empty() {
+        true => Scrape {
+            metrics: Vec::new(),
+        },
+        false => Scrape::parse(&samples).map_err(|e| format!("not Prometheus text: {e:?}"))?,
+    };
     let find = |candidates: &[String]| -> Option<&Metric> {
         candidates
             .iter()
@@ -198,6 +210,14 @@ vllm:prefix_cache_hits_total{model_name="m"} 1234.0
         )
         .unwrap_err();
         assert!(e.contains("vllm:num_requests_waiting"), "{e}");
+        // A series we read, but broken.
+        let e = parse(
+            "vllm:num_requests_waiting{model=\"m 3\n",
+            &MetricNames::vllm(),
+            Instant::now(),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("not Prometheus text"), "{e}");
         // vLLM text read with SGLang's names finds nothing.
         assert!(parse(VLLM, &MetricNames::sglang(), Instant::now()).is_err());
     }

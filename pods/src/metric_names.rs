@@ -49,6 +49,21 @@ impl MetricNames {
         }
     }
 
+    /// Every series name this mapping reads.
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        [
+            &self.waiting,
+            &self.running,
+            &self.kv_usage,
+            &self.lora_info,
+            &self.cache_config,
+            &self.cache_tokens,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+    }
+
     /// A preset by name.
     pub fn preset(name: &str) -> Option<Self> {
         match name {
