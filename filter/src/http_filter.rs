@@ -64,6 +64,10 @@ impl InferenceFilter {
         }
     }
 
+    pub fn config(&self) -> &Arc<ModuleConfig> {
+        &self.config
+    }
+
     /// Whether the filter already answered the request itself.
     pub fn replied(&self) -> bool {
         self.phase == Phase::Replied

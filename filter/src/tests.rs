@@ -644,3 +644,28 @@ fn when_envoy_marks_every_member_unhealthy_the_choice_bypasses_its_balancer() {
     run(&mut f, &mut s, r#"{"prompt":"hi"}"#);
     assert!(s.override_host.is_none());
 }
+
+#[test]
+fn a_pod_leaving_the_pool_is_forgotten_by_the_prefix_index() {
+    let (a, b) = ("127.0.0.1:20061", "127.0.0.1:20062");
+    pool::publish("t-leave", healthy(&[a, b]));
+    let mut f = filter("");
+    let prompt = format!(
+        r#"{{"prompt":"{}"}}"#,
+        "a long shared system prompt ".repeat(20)
+    );
+    let mut s = FakeStream::post("/v1/completions", "t-leave");
+    run(&mut f, &mut s, &prompt);
+    let chosen = f.routed_to().unwrap().to_owned();
+    let index = f.config().scheduler.prefix_index();
+    assert!(index.pods() >= 1 && index.blocks() > 0);
+    let before = index.blocks();
+
+    let stays = if chosen == a { b } else { a };
+    pool::publish("t-leave", healthy(&[stays]));
+    assert!(
+        index.blocks() < before,
+        "the departed pod's blocks are still indexed"
+    );
+    assert!(pool::pods().get(&chosen).is_none());
+}

@@ -91,3 +91,44 @@ fn module_metrics_appear_in_envoys_prometheus_output() {
     assert!(m("prefix_hit_blocks_total{").unwrap() >= 4.0 * 4.0);
     assert!(m("request_blocks_total{").unwrap() >= m("prefix_hit_blocks_total{").unwrap());
 }
+
+#[test]
+fn sheddable_requests_get_429_with_retry_after_when_every_pod_is_saturated() {
+    let pods: Vec<Backend> = (0..2).map(|_| Backend::start(SseGate::default())).collect();
+    for p in &pods {
+        p.set_metrics("vllm:num_requests_waiting 40\nvllm:num_requests_running 256\nvllm:kv_cache_usage_perc 0.97\n");
+    }
+    let config = EnvoyConfig::new(pods.iter().map(|p| p.addr.clone()).collect())
+        .filter_config(r#"{"saturation": {"retry_after_s": 3}}"#);
+    let envoy = Envoy::start(&config);
+    let url = format!("{}/v1/completions", envoy.url);
+    let body = r#"{"model":"m","prompt":"can wait"}"#;
+    let shed = || {
+        ureq::post(&url)
+            .set("x-gateway-inference-criticality", "sheddable")
+            .send_string(body)
+    };
+    // Until the first scrape the pods' state is unknown, and unknown is not full.
+    integration::client::eventually("shedding starts", Duration::from_secs(5), || {
+        matches!(shed(), Err(ureq::Error::Status(429, _)))
+    });
+    let Err(ureq::Error::Status(429, resp)) = shed() else {
+        panic!("expected 429")
+    };
+    assert_eq!(resp.header("retry-after"), Some("3"));
+    let v: serde_json::Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("saturated"),
+        "{v}"
+    );
+    // Everyone else is still served.
+    let served = ureq::post(&url)
+        .set("x-gateway-inference-criticality", "critical")
+        .send_string(body)
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(ureq::post(&url).send_string(body).unwrap().status(), 200);
+}

@@ -2,7 +2,7 @@
 //! taking a lock: the set of pods is an immutable map swapped atomically on membership changes,
 //! each pod's metrics an immutable snapshot swapped by the scraper, and counts are atomics.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -159,7 +159,8 @@ impl PodRegistry {
     /// keep their state (counts and metrics survive a membership update), removed ones go.
     /// Returns the removed addresses, so their other state (the prefix index) can go too.
     pub fn sync<'a>(&self, addresses: impl IntoIterator<Item = &'a str>) -> Vec<Box<str>> {
-        let wanted: Vec<&str> = addresses.into_iter().collect();
+        // A pod may be in several pools: count it once.
+        let wanted: HashSet<&str> = addresses.into_iter().collect();
         let current = self.pods.load();
         let unchanged =
             wanted.len() == current.len() && wanted.iter().all(|a| current.contains_key(*a));
@@ -212,6 +213,8 @@ mod tests {
             r.sync(["c:1", "a:1"]).is_empty(),
             "same set in another order changes nothing"
         );
+        // Duplicates (a pod in two pools) must not hide a removal.
+        assert_eq!(r.sync(["a:1", "a:1"]), vec![Box::from("c:1")]);
     }
 
     #[test]
