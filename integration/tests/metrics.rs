@@ -4,17 +4,8 @@
 
 use std::time::Duration;
 
+use integration::client::{eventually, sample};
 use integration::{Backend, Envoy, EnvoyConfig, SseGate};
-
-/// The value of the sample whose name and labels start with `prefix`.
-fn sample(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
-}
 
 #[test]
 fn module_metrics_appear_in_envoys_prometheus_output() {
@@ -111,7 +102,7 @@ fn sheddable_requests_get_429_with_retry_after_when_every_pod_is_saturated() {
             .send_string(body)
     };
     // Until the first scrape the pods' state is unknown, and unknown is not full.
-    integration::client::eventually("shedding starts", Duration::from_secs(5), || {
+    eventually("shedding starts", Duration::from_secs(5), || {
         matches!(shed(), Err(ureq::Error::Status(429, _)))
     });
     let Err(ureq::Error::Status(429, resp)) = shed() else {
