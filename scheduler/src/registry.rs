@@ -80,8 +80,9 @@ impl Registry {
                 .map_err(|m| p.error(m))
         });
         r.register_scorer("queue", |p| {
-            p.none()
-                .map(|_| Box::new(scorers::Queue) as Box<dyn Scorer>)
+            scorers::Queue::from_parameters(p.parse()?)
+                .map(|s| Box::new(s) as Box<dyn Scorer>)
+                .map_err(|m| p.error(m))
         });
         r.register_scorer("kv-cache", |p| {
             p.none()

@@ -25,37 +25,60 @@ fn run(scorer: &dyn Scorer, pods: &[scheduler::PodView<'_>]) -> Vec<Option<f64>>
 // ---- scorers ----
 
 #[test]
-fn queue_scales_waiting_between_shortest_and_longest() {
-    let (a, b, c) = (metrics(0, 0.0), metrics(5, 0.0), metrics(10, 0.0));
+fn queue_scores_relative_to_the_shortest_queue() {
+    // scale 8: (0 + 8) / (q + 8).
+    let (a, b, c) = (metrics(0, 0.0), metrics(8, 0.0), metrics(24, 0.0));
     let pods = [
         pod(PODS[0], Some(&a)),
         pod(PODS[1], Some(&b)),
         pod(PODS[2], Some(&c)),
     ];
-    assert_eq!(run(&Queue, &pods), [Some(1.0), Some(0.5), Some(0.0)]);
+    assert_eq!(
+        run(&Queue::default(), &pods),
+        [Some(1.0), Some(0.5), Some(0.25)]
+    );
+}
+
+#[test]
+fn one_queued_request_barely_moves_the_queue_score() {
+    let (a, b) = (metrics(0, 0.0), metrics(1, 0.0));
+    let pods = [pod(PODS[0], Some(&a)), pod(PODS[1], Some(&b))];
+    let scores = run(&Queue::default(), &pods);
+    assert_eq!(scores[0], Some(1.0));
+    assert!(scores[1].unwrap() > 0.85, "{scores:?}");
 }
 
 #[test]
 fn queue_ties_all_score_one() {
     let m = metrics(3, 0.0);
     let pods = [pod(PODS[0], Some(&m)), pod(PODS[1], Some(&m))];
-    assert_eq!(run(&Queue, &pods), [Some(1.0), Some(1.0)]);
+    assert_eq!(run(&Queue::default(), &pods), [Some(1.0), Some(1.0)]);
 }
 
 #[test]
 fn queue_grows_by_what_was_routed_since_the_scrape() {
-    // Both scraped with 2 waiting; since then we sent 6 more to the first.
+    // Both scraped with 2 waiting; since then we sent 10 more to the first.
     let m = metrics(2, 0.0);
     let mut pods = [pod(PODS[0], Some(&m)), pod(PODS[1], Some(&m))];
-    pods[0].queued_since_scrape = 6;
-    assert_eq!(run(&Queue, &pods), [Some(0.0), Some(1.0)]);
+    pods[0].queued_since_scrape = 10;
+    assert_eq!(run(&Queue::default(), &pods), [Some(0.5), Some(1.0)]);
 }
 
 #[test]
 fn queue_uses_in_flight_for_pods_without_metrics() {
     let mut pods = [pod(PODS[0], None), pod(PODS[1], None)];
-    pods[0].in_flight = 4;
-    assert_eq!(run(&Queue, &pods), [Some(0.0), Some(1.0)]);
+    pods[0].in_flight = 8;
+    assert_eq!(run(&Queue::default(), &pods), [Some(0.5), Some(1.0)]);
+}
+
+#[test]
+fn queue_scale_is_a_parameter() {
+    use scheduler::plugins::scorers::QueueParameters;
+    let q = Queue::from_parameters(QueueParameters { scale: 2.0 }).unwrap();
+    let (a, b) = (metrics(0, 0.0), metrics(2, 0.0));
+    let pods = [pod(PODS[0], Some(&a)), pod(PODS[1], Some(&b))];
+    assert_eq!(run(&q, &pods), [Some(1.0), Some(0.5)]);
+    assert!(Queue::from_parameters(QueueParameters { scale: 0.0 }).is_err());
 }
 
 #[test]

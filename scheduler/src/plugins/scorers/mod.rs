@@ -11,5 +11,5 @@ pub use in_flight::InFlight;
 pub use kv_cache::KvCache;
 pub use lora_affinity::LoraAffinity;
 pub use prefix::{Prefix, PrefixMatches};
-pub use queue::Queue;
+pub use queue::{Queue, QueueParameters};
 pub use session_affinity::SessionAffinity;
