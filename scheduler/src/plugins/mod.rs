@@ -11,6 +11,15 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct NoParameters {}
 
+/// A pod's queue: waiting requests as scraped plus what was routed to it since that scrape, or,
+/// before its first scrape, its requests in flight (the part of its queue we know). Requests
+/// already running in the batch are not queued: continuous batching is serving them.
+pub(crate) fn queued(candidate: &crate::framework::Candidate<'_>) -> f64 {
+    f64::from(candidate.metrics().map_or(candidate.pod.in_flight, |m| {
+        m.waiting.saturating_add(candidate.pod.queued_since_scrape)
+    }))
+}
+
 /// Scores `values` so the smallest gets 1 and the largest 0, linearly; all equal get 1.
 /// Used for loads where fewer is better.
 pub(crate) fn lower_is_better(

@@ -1,12 +1,15 @@
 use serde::Deserialize;
 
-use super::load;
 use crate::framework::{Candidate, Cycle, Filter};
+use crate::plugins::queued;
 
 /// `hot-spot-guard`: when load is badly unbalanced, drops the overloaded pods so prefix
 /// affinity cannot pile more onto them. A pod is overloaded when its load exceeds the least
 /// loaded candidate's by more than `abs_threshold` requests and is more than `rel_threshold`
-/// times it. Load is waiting + running from metrics, or requests in flight if larger.
+/// times it. Load is the pod's queue (waiting requests, scraped plus routed since; in flight
+/// before the first scrape): requests running in the batch are being served and make no hot
+/// spot. (Counting them too made the guard break prefix affinity whenever the batches were
+/// merely unevenly full: 0.65 vs 0.73 hit ratio on the shared-prefix benchmark.)
 pub struct HotSpotGuard {
     abs_threshold: f64,
     rel_threshold: f64,
@@ -52,10 +55,10 @@ impl Filter for HotSpotGuard {
     }
 
     fn filter(&self, _cycle: &mut Cycle<'_>, candidates: &mut Vec<Candidate<'_>>) {
-        let min = candidates.iter().map(load).fold(f64::INFINITY, f64::min);
+        let min = candidates.iter().map(queued).fold(f64::INFINITY, f64::min);
         // The least loaded pod never qualifies, so this never empties the set.
         candidates.retain(|c| {
-            let l = load(c);
+            let l = queued(c);
             !(l - min > self.abs_threshold && l > self.rel_threshold * min)
         });
     }

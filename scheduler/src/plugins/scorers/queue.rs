@@ -1,6 +1,7 @@
 use serde::Deserialize;
 
 use crate::framework::{Candidate, Cycle, Scorer};
+use crate::plugins::queued;
 
 /// `queue`: fewer waiting requests score higher, relative to the shortest queue:
 /// `(shortest + scale) / (queue + scale)`. The shortest queue scores 1; a pod `shortest + scale`
@@ -56,11 +57,6 @@ impl Scorer for Queue {
         candidates: &[Candidate<'_>],
         scores: &mut [Option<f64>],
     ) {
-        let queued = |c: &Candidate<'_>| {
-            f64::from(c.metrics().map_or(c.pod.in_flight, |m| {
-                m.waiting.saturating_add(c.pod.queued_since_scrape)
-            }))
-        };
         let shortest = candidates.iter().map(queued).fold(f64::INFINITY, f64::min);
         for (score, c) in scores.iter_mut().zip(candidates) {
             *score = Some((shortest + self.scale) / (queued(c) + self.scale));
