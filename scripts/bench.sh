@@ -24,7 +24,7 @@ if ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
   "$venv/bin/pip" install --quiet 'matplotlib>=3.8' || echo "bench: could not install matplotlib; no plots" >&2
 fi
 
-cargo build --release --quiet -p inference-bench -p inference-sim -p filter
+cargo build --release --quiet -p inference-bench -p inference-sim -p inference-scheduler
 # Two cores: the simulated pods get one to themselves (their timing must stay exact), the
 # gateway under test and the load generator share the other.
 sim_cpus="${SIM_CPUS:-}" client_cpus="${CLIENT_CPUS:-}"
