@@ -45,6 +45,7 @@ for scenario in $scenarios; do
 done
 echo "bench: load average at end: $(cut -d' ' -f1-3 /proc/loadavg); $((SECONDS - start)) s"
 
+python3 bench/tables.py bench/results   # also bench/results/summary.md
 if "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
   "$venv/bin/python" bench/plot.py bench/results
 fi
