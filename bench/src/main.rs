@@ -1,4 +1,196 @@
+<<<<<<< HEAD
 fn main() {
     eprintln!("inference-bench: not implemented yet");
     std::process::exit(2);
+=======
+//! `inference-bench`: the routing benchmark (see bench/README.md).
+//!
+//! * `inference-bench run --url URL --scenario NAME`: drive one target with a workload and print
+//!   the client-side summary as JSON.
+//! * `inference-bench suite --scenario NAME`: start the simulated pods and, in turn, every
+//!   target in front of them; write `bench/results/<scenario>.json`.
+
+mod client;
+mod loadgen;
+mod pods;
+mod scenario;
+mod stats;
+mod suite;
+mod targets;
+mod workload;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use scenario::Scenario;
+use workload::Workload;
+
+#[derive(Parser)]
+#[command(
+    name = "inference-bench",
+    about = "LLM routing benchmark: load generator and scenario runner"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Send a scenario's workload to one URL and print the summary (JSON).
+    Run {
+        /// Base URL of the target, e.g. http://127.0.0.1:10000.
+        #[arg(long)]
+        url: String,
+        #[command(flatten)]
+        shape: Shape,
+        /// Time scale the pods run at (latencies are divided by it, rates multiplied).
+        #[arg(long)]
+        time_scale: Option<f64>,
+    },
+    /// Run every target of a scenario against freshly reset simulated pods.
+    Suite {
+        #[command(flatten)]
+        shape: Shape,
+        /// Comma-separated targets (default: all eight).
+        #[arg(long, value_delimiter = ',')]
+        targets: Option<Vec<String>>,
+        /// Simulator time scale (1.0 = modelled H100 speed).
+        #[arg(long)]
+        time_scale: Option<f64>,
+        /// Where `<scenario>.json` goes.
+        #[arg(long, default_value = "bench/results")]
+        out_dir: PathBuf,
+        /// Where the simulator's, Envoy's and the routers' logs go.
+        #[arg(long, default_value = "target/bench/logs")]
+        log_dir: PathBuf,
+        #[arg(long, default_value = "target/release/inference-sim")]
+        sim_bin: PathBuf,
+        /// CPUs for the simulator (`taskset -c` list); unpinned when absent.
+        #[arg(long)]
+        sim_cpus: Option<String>,
+        /// Virtualenv with sglang-router and vllm-router.
+        #[arg(long, default_value = "target/router-venv")]
+        router_venv: PathBuf,
+        /// Envoy worker threads.
+        #[arg(long, default_value_t = 1)]
+        envoy_concurrency: usize,
+    },
+}
+
+/// The workload: a named scenario, optionally resized.
+#[derive(Args)]
+struct Shape {
+    /// shared-prefix-high, shared-prefix-low, sharegpt or multi-turn.
+    #[arg(long, default_value = "shared-prefix-high")]
+    scenario: String,
+    /// Shared-prefix groups (or ShareGPT requests, or conversations).
+    #[arg(long)]
+    groups: Option<usize>,
+    #[arg(long)]
+    prompts_per_group: Option<usize>,
+    /// Arrivals per second.
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long)]
+    concurrency: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Divide the reference's prompt/output lengths and the pods' KV cache by this.
+    #[arg(long, default_value_t = scenario::LENGTH_DIVISOR)]
+    length_divisor: usize,
+    #[arg(long, default_value = "meta-llama/Llama-3.1-8B-Instruct")]
+    model: String,
+}
+
+impl Shape {
+    fn scenario(&self, time_scale: Option<f64>) -> Result<Scenario, String> {
+        let mut s = Scenario::scaled(&self.scenario, self.length_divisor).ok_or_else(|| {
+            format!(
+                "unknown scenario {:?} (known: {})",
+                self.scenario,
+                scenario::NAMES.join(", ")
+            )
+        })?;
+        match &mut s.workload {
+            Workload::SharedPrefix(w) => {
+                w.groups = self.groups.unwrap_or(w.groups);
+                w.prompts_per_group = self.prompts_per_group.unwrap_or(w.prompts_per_group);
+            }
+            Workload::ShareGptLike(w) => w.requests = self.groups.unwrap_or(w.requests),
+            Workload::MultiTurn(w) => w.conversations = self.groups.unwrap_or(w.conversations),
+        }
+        s.rate = self.rate.unwrap_or(s.rate);
+        s.concurrency = self.concurrency.unwrap_or(s.concurrency);
+        s.seed = self.seed.unwrap_or(s.seed);
+        s.time_scale = time_scale.unwrap_or(s.time_scale);
+        if s.time_scale.is_nan() || s.time_scale <= 0.0 {
+            return Err("--time-scale must be > 0".into());
+        }
+        Ok(s)
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let result = match cli.command {
+        Cmd::Run {
+            url,
+            shape,
+            time_scale,
+        } => shape.scenario(time_scale).map(|s| {
+            let load = loadgen::Load {
+                url,
+                model: shape.model.clone(),
+                rate: s.rate,
+                concurrency: s.concurrency,
+                seed: s.seed,
+                label: s.name.clone(),
+            };
+            let (outcomes, duration) = loadgen::run(&load, &s.workload.sessions(s.seed));
+            let summary = stats::Summary::new(&outcomes, duration, s.time_scale);
+            println!("{}", serde_json::to_string_pretty(&summary).expect("json"));
+        }),
+        Cmd::Suite {
+            shape,
+            targets,
+            time_scale,
+            out_dir,
+            log_dir,
+            sim_bin,
+            sim_cpus,
+            router_venv,
+            envoy_concurrency,
+        } => shape.scenario(time_scale).and_then(|scenario| {
+            let targets = targets.unwrap_or_else(|| targets::ALL.map(String::from).to_vec());
+            if let Some(bad) = targets.iter().find(|t| !targets::ALL.contains(&t.as_str())) {
+                return Err(format!(
+                    "unknown target {bad:?} (known: {})",
+                    targets::ALL.join(", ")
+                ));
+            }
+            let suite = suite::Suite {
+                scenario,
+                targets,
+                out_dir,
+                sim_bin,
+                sim_cpus,
+                env: targets::Env {
+                    router_venv,
+                    log_dir,
+                    envoy_concurrency,
+                },
+                model: shape.model.clone(),
+                command,
+            };
+            suite::run(&suite).map(|out| eprintln!("wrote {}", out.display()))
+        }),
+    };
+    if let Err(e) = result {
+        eprintln!("inference-bench: {e}");
+        std::process::exit(2);
+    }
+>>>>>>> bench
 }

@@ -17,8 +17,11 @@ pub struct EnvoyConfig {
     pub cluster_extra: String,
     pub concurrency: usize,
     /// Whether the module is loaded (filter + LB policy); without it, plain Envoy with
-    /// `ROUND_ROBIN`, the baseline for overhead measurements.
+    /// `plain_lb_policy`, the baseline for overhead measurements and benchmarks.
     pub module: bool,
+    /// Envoy's own load-balancing policy when `module` is false (`ROUND_ROBIN`,
+    /// `LEAST_REQUEST`, ...).
+    pub plain_lb_policy: &'static str,
     /// Members come from a file-based EDS source (replace them with `Envoy::set_endpoints`)
     /// instead of a static list.
     pub eds: bool,
@@ -32,6 +35,7 @@ impl EnvoyConfig {
             cluster_extra: String::new(),
             concurrency: 2,
             module: true,
+            plain_lb_policy: "ROUND_ROBIN",
             eds: false,
         }
     }
@@ -82,9 +86,10 @@ impl EnvoyConfig {
                 "      type: STATIC\n      load_assignment:\n        cluster_name: inference_pool\n        endpoints:\n          - lb_endpoints:\n{endpoints}"
             ),
         };
+        let plain_policy = format!("      lb_policy: {}\n", self.plain_lb_policy);
         let (module_filter, module_policy) = match self.module {
             true => (module_filter.as_str(), module_policy),
-            false => ("", "      lb_policy: ROUND_ROBIN\n"),
+            false => ("", plain_policy.as_str()),
         };
         format!(
             r#"stats_flush_interval: 1s

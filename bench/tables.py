@@ -1,0 +1,49 @@
+"""Markdown tables of `make bench` results: one per bench/results/<scenario>.json, printed and
+written to bench/results/summary.md (standard library only).
+
+Usage: python3 bench/tables.py bench/results
+"""
+import json
+import pathlib
+import sys
+
+COLUMNS = [("hit_ratio", "hit ratio", "{:.3f}"), ("ttft_p50_ms", "P50 TTFT", "{:.0f}"),
+           ("ttft_p95_ms", "P95 TTFT", "{:.0f}"), ("itl_p50_ms", "P50 ITL", "{:.1f}"),
+           ("itl_p95_ms", "P95 ITL", "{:.1f}"), ("req_per_s", "req/s", "{:.1f}"),
+           ("input_tok_per_s", "input tok/s", "{:.0f}"), ("errors", "errors", "{}")]
+
+
+def ceiling(doc):
+    c = doc["setup"]["workload"].get("hit_ratio_ceiling")
+    return "-" if c is None else f"{c:.3f}"
+
+
+def table(doc):
+    lines = [f"### {doc['scenario']}", "",
+             f"load average at start {doc.get('load_average_at_start')}; "
+             f"{doc.get('finished_at_unix', 0) - doc.get('started_at_unix', 0)} s; "
+             f"hit-ratio ceiling {ceiling(doc)}", "",
+             "| target | " + " | ".join(c[1] for c in COLUMNS) + " |",
+             "|---|" + "---|" * len(COLUMNS)]
+    for r in doc["results"]:
+        if r.get("skipped"):
+            lines.append(f"| `{r['target']}` | skipped: {r['skipped']} |" + " |" * (len(COLUMNS) - 1))
+            continue
+        cells = [fmt.format(r[key]) if r.get(key) is not None else "-" for key, _, fmt in COLUMNS]
+        lines.append(f"| `{r['target']}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(results_dir: pathlib.Path) -> None:
+    parts = []
+    for path in sorted(results_dir.glob("*.json")):
+        doc = json.loads(path.read_text())
+        if "results" in doc:
+            parts.append(table(doc))
+    text = "\n".join(parts)
+    (results_dir / "summary.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main(pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results"))
