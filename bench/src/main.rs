@@ -1,8 +1,3 @@
-<<<<<<< HEAD
-fn main() {
-    eprintln!("inference-bench: not implemented yet");
-    std::process::exit(2);
-=======
 //! `inference-bench`: the routing benchmark (see bench/README.md).
 //!
 //! * `inference-bench run --url URL --scenario NAME`: drive one target with a workload and print
@@ -192,5 +187,4 @@ fn main() {
         eprintln!("inference-bench: {e}");
         std::process::exit(2);
     }
->>>>>>> bench
 }
