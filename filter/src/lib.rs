@@ -2,7 +2,7 @@
 //! `inference-scheduler` (reads the body, decides) and the pool cluster's load-balancing policy
 //! `inference-scheduler` (sees members and health, applies the decision, re-picks on retry).
 //!
-//! `abi` is the only module with `unsafe`; everything else is safe Rust over `envoy`'s traits.
+//! `abi` holds every raw-pointer operation; everything else is safe Rust over `envoy`'s traits.
 
 // Unit tests run without Envoy (whose callbacks the bindings link against), over fakes of
 // `envoy`'s traits; the bindings are exercised by the integration tests inside real Envoy.
