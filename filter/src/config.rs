@@ -1,14 +1,22 @@
 //! The HTTP filter's configuration: the `filter_config` of the `inference-scheduler` filter in
-//! envoy.yaml, as JSON. Every key is optional; unknown keys are rejected so a typo fails the
-//! config load instead of being silently ignored.
+//! envoy.yaml, as JSON. Every key is optional; unknown keys and text after the object are
+//! rejected so a typo fails the config load instead of being silently ignored.
+//!
+//! The filter's settings are policy (which paths, body limits, profiles, when to shed). What
+//! describes the pods themselves (scraping, the prefix index) is the pool's, set on the
+//! cluster's load-balancing policy (see `pool_config`).
 
-use pods::ScrapeConfig;
+use scheduler::{parse_object, ConfigError, SchedulerConfig};
 use serde::Deserialize;
 
 use crate::saturation::SaturationConfig;
 
 /// Default cap on a buffered request body: large enough for 1 MB prompts many times over.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Largest accepted `max_body_bytes`: Envoy's buffer limits are 32-bit, and a body this large
+/// is no prompt any model takes.
+pub const MAX_MAX_BODY_BYTES: u64 = 1 << 30;
 
 /// The header that carries the chosen endpoint upstream and back to the client, as in the
 /// Gateway API Inference Extension's endpoint-picker protocol.
@@ -29,11 +37,13 @@ pub struct FilterConfig {
     /// Whether the response carries `x-inference-scheduler-decision`: the profile, each
     /// scorer's score for the chosen pod and the predicted prefix hits (for debugging).
     pub decision_header: bool,
-    /// The scheduler: profiles, plugins, weights, prefix index (see scheduler/README.md).
-    /// Absent or `null`: queue 1, KV-cache 1, prefix 1.
-    pub scheduler: serde_json::Value,
-    /// How pod metrics are scraped.
-    pub pod_metrics: ScrapeConfig,
+    /// The scheduler: profiles, plugins, weights (see scheduler/README.md). Absent or `null`:
+    /// queue 1, KV-cache 1, prefix 1. Parsed by `from_json` into `scheduler_config`.
+    scheduler: serde_json::Value,
+    #[serde(skip)]
+    pub scheduler_config: SchedulerConfig,
+    /// Moved to the pool's config; present only to answer with a clear error.
+    pod_metrics: Option<serde::de::IgnoredAny>,
     /// When pods count as full, and what sheddable requests are told then.
     pub saturation: SaturationConfig,
 }
@@ -46,58 +56,55 @@ impl Default for FilterConfig {
             response_header: true,
             decision_header: false,
             scheduler: serde_json::Value::Null,
-            pod_metrics: ScrapeConfig::default(),
+            scheduler_config: SchedulerConfig::default(),
+            pod_metrics: None,
             saturation: SaturationConfig::default(),
         }
     }
 }
 
+/// Where settings that describe the pods live now.
+const POOL_SETTING: &str = "describes the pods, so it is set once per cluster: move it into the \
+    `lb_policy_config` of the cluster's inference-scheduler load-balancing policy";
+
 impl FilterConfig {
     /// Parses the filter config. Empty input means all defaults. Errors name the offending field.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self::default());
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let mut config: FilterConfig = parse_object(bytes)?;
+        if config.pod_metrics.is_some() {
+            return Err(ConfigError::new("pod_metrics", POOL_SETTING));
         }
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let config: FilterConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            field_error(if path == "." { "" } else { &path }, &e.inner().to_string())
-        })?;
+        if config.scheduler.get("prefix_index").is_some() {
+            return Err(ConfigError::new("scheduler.prefix_index", POOL_SETTING));
+        }
+        config.scheduler_config =
+            SchedulerConfig::from_value(&config.scheduler).map_err(|e| e.nested_in("scheduler"))?;
         config.validate()?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
-        if self.max_body_bytes == 0 {
-            return Err(field_error("max_body_bytes", "must be > 0"));
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=MAX_MAX_BODY_BYTES).contains(&self.max_body_bytes) {
+            return Err(ConfigError::new(
+                "max_body_bytes",
+                format!("must be between 1 and {MAX_MAX_BODY_BYTES} (1 GiB)"),
+            ));
         }
         if let Some(bad) = self.inference_paths.iter().find(|p| !p.starts_with('/')) {
-            return Err(field_error(
+            return Err(ConfigError::new(
                 "inference_paths",
-                &format!("{bad:?} must start with '/'"),
+                format!("{bad:?} must start with '/'"),
             ));
         }
         self.saturation
             .validate()
-            .map_err(|(field, message)| field_error(&format!("saturation.{field}"), &message))?;
-        self.pod_metrics
-            .validate()
-            .map_err(|(field, message)| field_error(&format!("pod_metrics.{field}"), &message))
+            .map_err(|e| e.nested_in("saturation"))
     }
 
     /// Whether `path` (possibly with a query string) is one of the inference paths.
     pub fn is_inference_path(&self, path: &str) -> bool {
         let path = path.split_once('?').map_or(path, |(p, _)| p);
         self.inference_paths.iter().any(|p| p == path)
-    }
-}
-
-/// A config error naming the field (a dotted path), as Envoy's log will show it.
-pub fn field_error(path: &str, message: &str) -> String {
-    if path.is_empty() {
-        format!("inference-scheduler filter config: {message}")
-    } else {
-        format!("inference-scheduler filter config: field `{path}`: {message}")
     }
 }
 
@@ -128,21 +135,50 @@ mod tests {
         assert!(!c.is_inference_path("/v1/completions"));
     }
 
+    fn error_path(json: &str) -> String {
+        FilterConfig::from_json(json.as_bytes()).unwrap_err().path
+    }
+
     #[test]
     fn errors_name_the_field() {
-        let e = FilterConfig::from_json(br#"{"max_body_bytes":"big"}"#).unwrap_err();
-        assert!(e.contains("`max_body_bytes`"), "{e}");
+        assert_eq!(error_path(r#"{"max_body_bytes":"big"}"#), "max_body_bytes");
+        assert_eq!(
+            error_path(r#"{"inference_paths":["v1"]}"#),
+            "inference_paths"
+        );
+        assert_eq!(error_path(r#"{"max_body_bytes":0}"#), "max_body_bytes");
+        assert_eq!(
+            error_path(r#"{"saturation":{"kv_threshold":2}}"#),
+            "saturation.kv_threshold"
+        );
+        assert_eq!(
+            error_path(r#"{"scheduler":{"profiles":"x"}}"#),
+            "scheduler.profiles"
+        );
         let e = FilterConfig::from_json(br#"{"max_body_byte":1}"#).unwrap_err();
-        assert!(e.contains("max_body_byte"), "{e}");
-        let e = FilterConfig::from_json(br#"{"inference_paths":["v1"]}"#).unwrap_err();
-        assert!(e.contains("`inference_paths`"), "{e}");
-        let e = FilterConfig::from_json(br#"{"max_body_bytes":0}"#).unwrap_err();
-        assert!(e.contains("`max_body_bytes`"), "{e}");
-        let e = FilterConfig::from_json(br#"{"pod_metrics":{"preset":"tgi"}}"#).unwrap_err();
-        assert!(e.contains("`pod_metrics.preset`"), "{e}");
-        let e = FilterConfig::from_json(br#"{"pod_metrics":{"interval_ms":"fast"}}"#).unwrap_err();
-        assert!(e.contains("`pod_metrics.interval_ms`"), "{e}");
-        let e = FilterConfig::from_json(b"{").unwrap_err();
-        assert!(e.starts_with("inference-scheduler filter config"), "{e}");
+        assert!(e.message.contains("max_body_byte"), "{e}");
+    }
+
+    #[test]
+    fn trailing_text_top_level_arrays_and_huge_sizes_are_refused() {
+        let e = FilterConfig::from_json(br#"{"max_body_bytes": 1000} xyz"#).unwrap_err();
+        assert!(e.message.contains("text after the JSON object"), "{e}");
+        let e = FilterConfig::from_json(b"[1]").unwrap_err();
+        assert!(e.message.contains("must be a JSON object"), "{e}");
+        let huge = format!(r#"{{"max_body_bytes":{}}}"#, u64::MAX);
+        assert_eq!(error_path(&huge), "max_body_bytes");
+        assert_eq!(
+            error_path(r#"{"saturation":{"retry_after_s":100000}}"#),
+            "saturation.retry_after_s"
+        );
+    }
+
+    #[test]
+    fn pool_settings_in_the_filter_config_point_to_the_cluster() {
+        let e = FilterConfig::from_json(br#"{"pod_metrics":{"interval_ms":10}}"#).unwrap_err();
+        assert_eq!(e.path, "pod_metrics");
+        assert!(e.message.contains("lb_policy_config"), "{e}");
+        let e = FilterConfig::from_json(br#"{"scheduler":{"prefix_index":{}}}"#).unwrap_err();
+        assert_eq!(e.path, "scheduler.prefix_index");
     }
 }

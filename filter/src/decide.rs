@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use pods::PodState;
-use scheduler::{Criticality, Decision, InferenceRequest, PodView, RequestContext, ScheduleError};
+use scheduler::{
+    Criticality, Decision, InferenceRequest, PodView, RequestContext, ScheduleError, Scheduler,
+};
 
-use crate::module_config::ModuleConfig;
-use crate::pool::{Health, PoolSnapshot};
-use crate::saturation::least_loaded;
+use crate::pool::{Health, Pool};
+use crate::saturation::{least_loaded, SaturationConfig};
 
 /// The pod chosen for a request.
 pub struct Choice {
@@ -45,11 +46,12 @@ impl Rejection {
     }
 }
 
-/// Chooses among `pool`'s members. `Ok(None)` when the pool has no member the registry knows
-/// (Envoy's own balancing then decides).
+/// Chooses among `pool`'s members with `scheduler`. `Ok(None)` when the pool has no member
+/// yet (Envoy's own balancing then decides).
 pub fn decide(
-    config: &ModuleConfig,
-    pool: &PoolSnapshot,
+    scheduler: &Scheduler,
+    saturation: &SaturationConfig,
+    pool: &Pool,
     request: &InferenceRequest<'_>,
     steering: &Steering<'_>,
 ) -> Result<Option<Choice>, Rejection> {
@@ -65,14 +67,15 @@ pub fn decide(
         profile: steering.profile,
     };
 
-    let states: Vec<(Arc<PodState>, bool)> = pool
+    let members = pool.members();
+    let states: Vec<(Arc<PodState>, bool)> = members
         .members
         .iter()
         .filter_map(|m| {
-            let state = config.pods.get(&m.address)?;
+            let state = pool.pods().get(&m.address)?;
             // Envoy's health checks, and our own scrapes: a pod whose /metrics keeps refusing
             // or timing out is most likely down too.
-            let healthy = m.health != Health::Unhealthy && !config.scrapes_failing(&state);
+            let healthy = m.health != Health::Unhealthy && !pool.scrapes_failing(&state);
             Some((state, healthy))
         })
         .collect();
@@ -92,7 +95,6 @@ pub fn decide(
         })
         .collect();
     // Every pod full: shed what may be shed, send the rest to the least loaded pod.
-    let saturation = &config.filter.saturation;
     let (views, offset) = if saturation.all_saturated(&views) {
         if context.criticality == Criticality::Sheddable {
             return Err(Rejection {
@@ -106,10 +108,13 @@ pub fn decide(
     } else {
         (&views[..], 0)
     };
-    match config.scheduler.schedule(request, views, &context) {
+    match scheduler.schedule(request, views, &context) {
         Ok(decision) => {
             let pod = Arc::clone(&states[offset + decision.pod].0);
-            let pool_unhealthy = pool.members.iter().all(|m| m.health == Health::Unhealthy);
+            let pool_unhealthy = members
+                .members
+                .iter()
+                .all(|m| m.health == Health::Unhealthy);
             Ok(Some(Choice {
                 pod,
                 decision,
@@ -122,7 +127,7 @@ pub fn decide(
 }
 
 /// Records that `choice`'s request was served by `pod` after all (a retry moved it).
-pub fn record_served_by(config: &ModuleConfig, choice: &Choice, pod: &PodState) {
+pub fn record_served_by(scheduler: &Scheduler, choice: &Choice, pod: &PodState) {
     let metrics = pod.metrics();
     let view = PodView {
         address: pod.address(),
@@ -131,5 +136,5 @@ pub fn record_served_by(config: &ModuleConfig, choice: &Choice, pod: &PodState) 
         in_flight: pod.in_flight(),
         queued_since_scrape: pod.routed_since_scrape(),
     };
-    config.scheduler.record_route(&choice.decision, &view);
+    scheduler.record_route(&choice.decision, &view);
 }

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use scheduler::request::{self, ApiKind};
-
 use pods::InFlight;
+use scheduler::request::{self, ApiKind};
+use scheduler::Scheduler;
 
 use crate::config::{DECISION_HEADER, DESTINATION_HEADER};
 use crate::decide::{decide, record_served_by, Choice, Rejection, Steering};
@@ -17,7 +17,8 @@ use crate::envoy::{BodyStatus, EnvoyHttpFilter, HeadersStatus};
 use crate::error_body::error_json;
 use crate::metrics;
 use crate::module_config::ModuleConfig;
-use crate::pool;
+use crate::pool::Pool;
+use crate::pools;
 
 /// Headroom above `max_body_bytes` for Envoy's own buffer limit, so that we, not Envoy, see the
 /// body cross our limit and answer with a JSON 413 (a single read never adds more than this).
@@ -35,11 +36,19 @@ enum Phase {
     Replied,
 }
 
+/// A scheduled request: the choice, and the pool and scheduler it was made with (the response
+/// may say a retry moved it, and the route is then recorded where it really went).
+struct Routed {
+    choice: Choice,
+    pool: Arc<Pool>,
+    scheduler: Arc<Scheduler>,
+}
+
 pub struct InferenceFilter {
     config: Arc<ModuleConfig>,
     phase: Phase,
     body: Vec<u8>,
-    choice: Option<Choice>,
+    routed: Option<Routed>,
     /// Counts this request against the pod serving it until the stream ends, however it ends:
     /// dropped with the filter.
     in_flight: Option<InFlight>,
@@ -51,7 +60,7 @@ impl InferenceFilter {
             config,
             phase: Phase::PassThrough,
             body: Vec::new(),
-            choice: None,
+            routed: None,
             in_flight: None,
         }
     }
@@ -150,23 +159,23 @@ impl InferenceFilter {
         let actual = envoy.upstream_address();
         if let Some(actual) = actual.as_deref().filter(|a| a != chosen) {
             // A retry moved the request: count it, and remember its prefix, where it really is.
-            if let Some(pod) = self.config.pods.get(actual) {
+            let routed = self.routed.as_ref();
+            if let Some((routed, pod)) = routed.and_then(|r| Some((r, r.pool.pods().get(actual)?)))
+            {
                 self.in_flight = Some(pod.begin_request());
-                if let Some(choice) = &self.choice {
-                    record_served_by(&self.config, choice, &pod);
-                }
+                record_served_by(&routed.scheduler, &routed.choice, &pod);
             }
         }
         if self.config.filter.response_header {
             let served_by = actual.as_deref().unwrap_or(chosen).to_owned();
             envoy.set_response_header(DESTINATION_HEADER, &served_by);
         }
-        if let Some(choice) = self
-            .choice
+        if let Some(routed) = self
+            .routed
             .as_ref()
             .filter(|_| self.config.filter.decision_header)
         {
-            envoy.set_response_header(DECISION_HEADER, &choice.decision.to_string());
+            envoy.set_response_header(DECISION_HEADER, &routed.choice.decision.to_string());
         }
         HeadersStatus::Continue
     }
@@ -187,7 +196,8 @@ impl InferenceFilter {
                 self.reply_with(envoy, rejection.status, &rejection.message, extra);
                 false
             }
-            Ok(Some(choice)) => {
+            Ok(Some(routed)) => {
+                let choice = &routed.choice;
                 let endpoint = choice.pod.address().to_owned();
                 let d = &choice.decision;
                 let ids = self.config.metrics.as_ref();
@@ -206,7 +216,7 @@ impl InferenceFilter {
                     envoy.set_upstream_override_host(&endpoint);
                 }
                 self.in_flight = Some(choice.pod.begin_request());
-                self.choice = Some(choice);
+                self.routed = Some(routed);
                 self.phase = Phase::Routed(endpoint);
                 true
             }
@@ -224,16 +234,17 @@ impl InferenceFilter {
         envoy: &impl EnvoyHttpFilter,
         body: &[u8],
         kind: ApiKind,
-    ) -> Result<Option<Choice>, Rejection> {
+    ) -> Result<Option<Routed>, Rejection> {
         let request = request::parse(body, kind).map_err(|e| Rejection {
             status: 400,
             message: e.to_string(),
             retry_after_s: None,
         })?;
-        let Some(pool) = envoy.cluster_name().and_then(|c| pool::members(&c)) else {
+        let Some(pool) = envoy.cluster_name().and_then(|c| pools::find(&c)) else {
             return Ok(None);
         };
-        let names = self.config.scheduler.headers();
+        let scheduler = self.config.scheduler_for(&pool);
+        let names = self.config.headers();
         let header = |name: &str| {
             envoy
                 .request_header(name)
@@ -244,7 +255,13 @@ impl InferenceFilter {
             session: header(&names.session),
             profile: header(&names.profile),
         };
-        decide(&self.config, &pool, &request, &steering)
+        let saturation = &self.config.filter.saturation;
+        let choice = decide(&scheduler, saturation, &pool, &request, &steering)?;
+        Ok(choice.map(|choice| Routed {
+            choice,
+            pool,
+            scheduler,
+        }))
     }
 
     fn reply_too_large(&mut self, envoy: &mut impl EnvoyHttpFilter) {

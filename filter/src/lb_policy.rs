@@ -2,11 +2,16 @@
 //! `x-gateway-destination-endpoint` request header), re-picks when a retry must avoid hosts
 //! already tried, and publishes the cluster's members and health for the filter to decide among.
 
+use std::sync::Arc;
+
 use scheduler::rendezvous;
 
 use crate::config::DESTINATION_HEADER;
 use crate::envoy::{EnvoyLbContext, EnvoyLoadBalancer};
-use crate::pool::{self, Member, PoolSnapshot};
+use crate::logging::{log, Level};
+use crate::pool::{Member, Pool, PoolSnapshot};
+use crate::pool_config::PoolConfig;
+use crate::pools;
 
 /// A healthy member: its address and its position in the full host list (the index Envoy's
 /// retry predicates and per-host callbacks use).
@@ -16,8 +21,16 @@ struct HealthyHost {
     full_index: usize,
 }
 
-#[derive(Default)]
+/// Makes the pool of a cluster the first time an instance of its policy needs one.
+pub type PoolFactory = fn(&str, PoolConfig) -> Result<Pool, String>;
+
 pub struct LbPolicy {
+    /// The cluster's pool settings (`lb_policy_config`).
+    config: Arc<PoolConfig>,
+    create_pool: PoolFactory,
+    /// The cluster's pool, shared with the other instances and the filter; found or made on
+    /// the first membership update (which names the cluster).
+    pool: Option<Arc<Pool>>,
     /// Envoy's healthy host list, in Envoy's order: `choose_host` answers an index into it.
     healthy: Vec<HealthyHost>,
     /// Round-robin cursor for requests the filter did not schedule (e.g. `GET /v1/models`).
@@ -25,6 +38,21 @@ pub struct LbPolicy {
 }
 
 impl LbPolicy {
+    pub fn new(config: Arc<PoolConfig>, create_pool: PoolFactory) -> Self {
+        LbPolicy {
+            config,
+            create_pool,
+            pool: None,
+            healthy: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// The pool this instance publishes to, once known.
+    pub fn pool(&self) -> Option<&Arc<Pool>> {
+        self.pool.as_ref()
+    }
+
     /// Envoy reported a membership or health change: refresh our view and publish it.
     pub fn on_membership_update(&mut self, envoy: &impl EnvoyLoadBalancer) {
         let members: Vec<Member> = (0..envoy.host_count())
@@ -45,7 +73,21 @@ impl LbPolicy {
                 })
             })
             .collect();
-        pool::publish(&envoy.cluster_name(), PoolSnapshot { members });
+        if self.pool.is_none() {
+            let cluster = envoy.cluster_name();
+            match pools::acquire(&cluster, &self.config, self.create_pool) {
+                Ok(pool) => self.pool = Some(pool),
+                Err(e) => log(
+                    Level::Error,
+                    &format!(
+                        "inference-scheduler: cluster {cluster:?}: cannot start its pool: {e}"
+                    ),
+                ),
+            }
+        }
+        if let Some(pool) = &self.pool {
+            pool.publish(PoolSnapshot { members });
+        }
     }
 
     /// Index into the healthy host list for this attempt, or `None` when there is no healthy

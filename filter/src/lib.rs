@@ -20,6 +20,8 @@ pub mod metrics;
 pub mod module_config;
 mod panic_guard;
 pub mod pool;
+pub mod pool_config;
+pub mod pools;
 pub mod saturation;
 mod ticker;
 

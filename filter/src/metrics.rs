@@ -4,10 +4,8 @@
 //! by the stream's filter, and pod and index state is reported from Envoy's main thread once a
 //! second (`report`). Names are documented in the README.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use crate::envoy::{EnvoyConfigMetrics, EnvoyHttpFilter, MetricKind};
-use crate::module_config::ModuleConfig;
+use crate::pools;
 
 /// Ids Envoy gave our metrics.
 #[derive(Clone, Copy, Debug, Default)]
@@ -100,46 +98,31 @@ pub fn record_rejection(ids: Option<&MetricIds>, envoy: &mut impl EnvoyHttpFilte
     }
 }
 
-/// Per-pod scrape totals already reported, so counters grow by the difference.
-#[derive(Default)]
-pub struct Reported {
-    scrapes: std::sync::Mutex<std::collections::HashMap<Box<str>, (u64, u64)>>,
-    pub reports: AtomicU64,
-}
-
-/// Reports pod and index state; runs on Envoy's main thread once a second.
-pub fn report(
-    config: &ModuleConfig,
-    ids: &MetricIds,
-    reported: &Reported,
-    envoy: &mut impl EnvoyConfigMetrics,
-) {
-    let pods = config.pods.all();
+/// Reports the state of every pool: pods, their staleness and scrapes, and index size. Runs on
+/// Envoy's main thread once a second, for each filter config (gauges are simply set again;
+/// scrape counters grow by what no report has counted yet, see `Pool::unreported_scrapes`).
+pub fn report(ids: &MetricIds, envoy: &mut impl EnvoyConfigMetrics) {
     let now = std::time::Instant::now();
-    let max_age = config.stale_after();
-    let mut stale = 0u64;
-    let mut last = reported.scrapes.lock().unwrap_or_else(|e| e.into_inner());
-    for (address, pod) in pods.iter() {
-        let labels = [&**address];
-        envoy.set_gauge(ids.in_flight, &labels, u64::from(pod.in_flight()));
-        let is_stale = pod.metrics().as_ref().is_none_or(|m| m.age(now) > max_age);
-        stale += u64::from(is_stale);
-        envoy.set_gauge(ids.pod_stale, &labels, u64::from(is_stale));
-        let (ok, failed) = pod.scrape_counts();
-        let (ok_before, failed_before) = last.get(address).copied().unwrap_or((0, 0));
-        envoy.increment_counter(ids.scrapes_succeeded, &labels, ok.saturating_sub(ok_before));
-        envoy.increment_counter(
-            ids.scrapes_failed,
-            &labels,
-            failed.saturating_sub(failed_before),
-        );
-        last.insert(address.clone(), (ok, failed));
+    let (mut pods, mut stale, mut blocks, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+    for pool in pools::all() {
+        let max_age = pool.stale_after();
+        let members = pool.pods().all();
+        for (address, pod) in members.iter() {
+            let labels = [&**address];
+            envoy.set_gauge(ids.in_flight, &labels, u64::from(pod.in_flight()));
+            let is_stale = pod.metrics().as_ref().is_none_or(|m| m.age(now) > max_age);
+            stale += u64::from(is_stale);
+            envoy.set_gauge(ids.pod_stale, &labels, u64::from(is_stale));
+            let (ok, failed) = pool.unreported_scrapes(address, pod);
+            envoy.increment_counter(ids.scrapes_succeeded, &labels, ok);
+            envoy.increment_counter(ids.scrapes_failed, &labels, failed);
+        }
+        pods += members.len() as u64;
+        blocks += pool.index().blocks() as u64;
+        bytes += pool.index().bytes() as u64;
     }
-    last.retain(|address, _| pods.contains_key(address));
     envoy.set_gauge(ids.stale_pods, &[], stale);
-    envoy.set_gauge(ids.pods, &[], pods.len() as u64);
-    let index = config.scheduler.prefix_index();
-    envoy.set_gauge(ids.index_blocks, &[], index.blocks() as u64);
-    envoy.set_gauge(ids.index_bytes, &[], index.bytes() as u64);
-    reported.reports.fetch_add(1, Ordering::Relaxed);
+    envoy.set_gauge(ids.pods, &[], pods);
+    envoy.set_gauge(ids.index_blocks, &[], blocks);
+    envoy.set_gauge(ids.index_bytes, &[], bytes);
 }

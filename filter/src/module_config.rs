@@ -1,67 +1,80 @@
 //! Everything built once per filter config and shared by all streams on all worker threads:
-//! the settings, the scheduler (with its prefix index), and the scraper thread.
+//! the settings, and the scheduler of each pool this config routes to.
+//!
+//! A scheduler holds the config's profiles and learns into its pool's prefix index, which the
+//! pool owns: a new filter config builds new schedulers over the same indexes, so a reload
+//! changes the policy and keeps what was learned.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-use pods::{PodRegistry, Scraper};
-use scheduler::Scheduler;
+use arc_swap::ArcSwap;
+use scheduler::{ConfigError, HeaderNames, Registry, Scheduler};
 
-use crate::config::{field_error, FilterConfig};
+use crate::config::FilterConfig;
 use crate::metrics::MetricIds;
-use crate::pool;
+use crate::pool::Pool;
 
 pub struct ModuleConfig {
     pub filter: FilterConfig,
-    pub scheduler: Arc<Scheduler>,
-    /// Pod state shared by every config and the load-balancing policy.
-    pub pods: Arc<PodRegistry>,
     /// Ids of our metrics in Envoy's stats, once defined (absent in unit tests).
     pub metrics: Option<MetricIds>,
-    /// Started by `start_scraper`; stopped (and joined) when the config is dropped.
-    scraper: Option<Scraper>,
+    /// One scheduler per pool, built on the first request to it. A short list: a filter
+    /// config routes to a handful of clusters.
+    schedulers: ArcSwap<Vec<(Weak<Pool>, Arc<Scheduler>)>>,
 }
 
 impl ModuleConfig {
     /// Builds the module state from the filter's JSON config; errors name the offending field.
-    /// Starts no thread (see `start_scraper`).
-    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         let filter = FilterConfig::from_json(bytes)?;
-        let scheduler = Scheduler::from_value(&filter.scheduler).map_err(|e| {
-            let path = if e.path.is_empty() || e.path == "." {
-                "scheduler".to_owned()
-            } else {
-                format!("scheduler.{}", e.path)
-            };
-            field_error(&path, &e.message)
-        })?;
-        let scheduler = Arc::new(scheduler);
-        pool::register_scheduler(&scheduler);
+        // Build once now, so a bad profile fails the config load rather than a request.
+        Scheduler::from_config(&filter.scheduler_config, &Registry::builtin())
+            .map_err(|e| e.nested_in("scheduler"))?;
         Ok(ModuleConfig {
             filter,
-            scheduler,
-            pods: Arc::clone(pool::pods()),
             metrics: None,
-            scraper: None,
+            schedulers: ArcSwap::from_pointee(Vec::new()),
         })
     }
 
-    /// Metrics older than this count as stale.
-    pub fn stale_after(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.filter.pod_metrics.stale_after_ms)
+    /// The request headers that steer scheduling.
+    pub fn headers(&self) -> &HeaderNames {
+        &self.filter.scheduler_config.headers
     }
 
-    /// Whether `pod` left enough scrapes in a row unanswered (refused, reset, timed out) to
-    /// avoid it. An answer we cannot read does not count: the pod is up.
-    pub fn scrapes_failing(&self, pod: &pods::PodState) -> bool {
-        let limit = self.filter.pod_metrics.unhealthy_after_failures;
-        limit > 0 && pod.unreachable_in_a_row() >= limit
-    }
-
-    /// Starts scraping the pool's pods; called once when Envoy loads this config.
-    pub fn start_scraper(&mut self) -> Result<(), String> {
-        let scraper = Scraper::start(Arc::clone(&self.pods), &self.filter.pod_metrics)
-            .map_err(|e| field_error("pod_metrics", &e))?;
-        self.scraper = Some(scraper);
-        Ok(())
+    /// The scheduler for `pool`: this config's profiles over the pool's prefix index.
+    pub fn scheduler_for(&self, pool: &Arc<Pool>) -> Arc<Scheduler> {
+        // A dead entry's address may be reused by a new pool: only a live one matches.
+        let same = |(p, _): &&(Weak<Pool>, Arc<Scheduler>)| {
+            std::ptr::eq(p.as_ptr(), Arc::as_ptr(pool)) && p.strong_count() > 0
+        };
+        if let Some((_, scheduler)) = self.schedulers.load().iter().find(same) {
+            return Arc::clone(scheduler);
+        }
+        let scheduler = Arc::new(
+            Scheduler::with_index(
+                &self.filter.scheduler_config,
+                &Registry::builtin(),
+                Arc::clone(pool.index()),
+            )
+            .expect("the scheduler config was checked when the filter config loaded"),
+        );
+        self.schedulers.rcu(|current| {
+            let mut next: Vec<_> = current
+                .iter()
+                .filter(|(p, _)| p.strong_count() > 0)
+                .cloned()
+                .collect();
+            if !next.iter().any(|entry| same(&entry)) {
+                next.push((Arc::downgrade(pool), Arc::clone(&scheduler)));
+            }
+            next
+        });
+        // Another thread may have raced us: use whichever got in.
+        self.schedulers
+            .load()
+            .iter()
+            .find(same)
+            .map_or(scheduler, |(_, s)| Arc::clone(s))
     }
 }

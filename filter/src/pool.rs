@@ -1,19 +1,18 @@
-//! The pool registry: the bridge between the load-balancing policy, which sees a cluster's
-//! members and their health, and the HTTP filter, which only sees host counts.
-//!
-//! Each LB instance (one on the main thread, one per worker) publishes the members of its cluster
-//! when Envoy tells it membership or health changed. The filter reads the latest snapshot without
-//! taking a lock: snapshots are immutable and swapped atomically.
-//!
-//! Publishing also keeps the pod registry (metrics, in-flight counts; what the scraper scrapes)
-//! equal to the union of all pools, and makes every live scheduler forget pods that left.
+//! A pool: everything known about the pods of one upstream cluster — its members and their
+//! health as Envoy reports them, each pod's live state, the scraper keeping that fresh, and the
+//! prefix index of routes learned. It belongs to the cluster (its load-balancing policy holds
+//! it) and is shared by every filter config routing there, so replacing a listener or filter
+//! config loses nothing; `pools` finds it by cluster name.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use pods::PodRegistry;
-use scheduler::Scheduler;
+use pods::{PodRegistry, PodState, Scraper};
+use scheduler::prefix::PrefixIndex;
+
+use crate::pool_config::PoolConfig;
 
 /// Health of a member as Envoy reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,66 +44,111 @@ impl PoolSnapshot {
     }
 }
 
-type Registry = HashMap<String, Arc<PoolSnapshot>>;
-
-static POOLS: LazyLock<ArcSwap<Registry>> = LazyLock::new(|| ArcSwap::from_pointee(HashMap::new()));
-
-/// Serialises membership updates.
-static WRITER: Mutex<()> = Mutex::new(());
-
-static PODS: LazyLock<Arc<PodRegistry>> = LazyLock::new(|| Arc::new(PodRegistry::new()));
-
-/// Schedulers of the live filter configs, told when pods leave. Touched only on config loads
-/// and membership changes, never per request.
-static SCHEDULERS: Mutex<Vec<Weak<Scheduler>>> = Mutex::new(Vec::new());
-
-/// The registry of every pool's pods.
-pub fn pods() -> &'static Arc<PodRegistry> {
-    &PODS
+pub struct Pool {
+    cluster: Box<str>,
+    config: PoolConfig,
+    members: ArcSwap<PoolSnapshot>,
+    pods: Arc<PodRegistry>,
+    index: Arc<PrefixIndex>,
+    /// Serialises membership updates (every LB instance of the cluster publishes the same
+    /// ones); readers never take it.
+    writer: Mutex<()>,
+    /// Scrape totals per pod already reported as counter increments. Kept here, not per filter
+    /// config, so that two configs reporting the same pool never count a scrape twice.
+    reported_scrapes: Mutex<HashMap<Box<str>, (u64, u64)>>,
+    /// Scrapes the members while the pool lives (absent in unit tests).
+    scraper: Option<Scraper>,
 }
 
-/// Registers a scheduler to be told when pods leave the pools.
-pub fn register_scheduler(scheduler: &Arc<Scheduler>) {
-    let mut schedulers = SCHEDULERS.lock().unwrap_or_else(|e| e.into_inner());
-    schedulers.retain(|s| s.strong_count() > 0);
-    schedulers.push(Arc::downgrade(scheduler));
-}
-
-/// Publishes `snapshot` as the current members of `cluster`. Cheap when nothing changed, which is
-/// the common case: every LB instance of a cluster publishes the same update.
-pub fn publish(cluster: &str, snapshot: PoolSnapshot) {
-    if POOLS
-        .load()
-        .get(cluster)
-        .is_some_and(|current| **current == snapshot)
-    {
-        return;
-    }
-    // Writers take turns (membership changes are rare), so the registry is synced with the
-    // union of the pools as they are after this update, never an older one; readers never wait.
-    let _writer = WRITER.lock().unwrap_or_else(|e| e.into_inner());
-    let mut next = Registry::clone(&POOLS.load());
-    next.insert(cluster.to_owned(), Arc::new(snapshot));
-    POOLS.store(Arc::new(next));
-    let pools = POOLS.load();
-    let removed = PODS.sync(
-        pools
-            .values()
-            .flat_map(|p| p.members.iter().map(|m| m.address.as_str())),
-    );
-    if !removed.is_empty() {
-        let schedulers = SCHEDULERS.lock().unwrap_or_else(|e| e.into_inner());
-        for scheduler in schedulers.iter().filter_map(Weak::upgrade) {
-            removed
-                .iter()
-                .for_each(|address| scheduler.forget_pod(address));
+impl Pool {
+    /// A pool with no members yet, not scraping.
+    pub fn new(cluster: &str, config: PoolConfig) -> Pool {
+        Pool {
+            cluster: cluster.into(),
+            members: ArcSwap::from_pointee(PoolSnapshot::default()),
+            pods: Arc::new(PodRegistry::new()),
+            index: Arc::new(PrefixIndex::new(config.prefix_index.clone())),
+            writer: Mutex::new(()),
+            reported_scrapes: Mutex::new(HashMap::new()),
+            scraper: None,
+            config,
         }
     }
-}
 
-/// The latest members of `cluster`, if an instance of our LB policy serves it.
-pub fn members(cluster: &str) -> Option<Arc<PoolSnapshot>> {
-    POOLS.load().get(cluster).cloned()
+    /// The same, scraping its members' metrics from now until it is dropped.
+    pub fn scraping(cluster: &str, config: PoolConfig) -> Result<Pool, String> {
+        let mut pool = Pool::new(cluster, config);
+        pool.scraper = Some(Scraper::start(
+            Arc::clone(&pool.pods),
+            &pool.config.pod_metrics,
+        )?);
+        Ok(pool)
+    }
+
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    pub fn members(&self) -> arc_swap::Guard<Arc<PoolSnapshot>> {
+        self.members.load()
+    }
+
+    pub fn pods(&self) -> &PodRegistry {
+        &self.pods
+    }
+
+    pub fn index(&self) -> &Arc<PrefixIndex> {
+        &self.index
+    }
+
+    /// Publishes `snapshot` as the current members. Cheap when nothing changed, the common case.
+    /// Pods that left are dropped from the pod registry and from the prefix index.
+    pub fn publish(&self, snapshot: PoolSnapshot) {
+        if **self.members.load() == snapshot {
+            return;
+        }
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.pods
+            .sync(snapshot.members.iter().map(|m| m.address.as_str()));
+        self.members.store(Arc::new(snapshot));
+        // After the registry changed, so a route recorded for a pod while it was leaving is
+        // caught too: the index keeps exactly the members.
+        let pods = &self.pods;
+        self.index.retain(|address| pods.get(address).is_some());
+    }
+
+    /// Metrics older than this count as stale.
+    pub fn stale_after(&self) -> Duration {
+        Duration::from_millis(self.config.pod_metrics.stale_after_ms)
+    }
+
+    /// Whether `pod` left enough scrapes in a row unanswered (refused, reset, timed out) to
+    /// avoid it. An answer we cannot read does not count: the pod is up.
+    pub fn scrapes_failing(&self, pod: &PodState) -> bool {
+        let limit = self.config.pod_metrics.unhealthy_after_failures;
+        limit > 0 && pod.unreachable_in_a_row() >= limit
+    }
+
+    /// Scrapes of `pod` (succeeded, failed) since the last call for it, so counters grow by
+    /// exactly what happened whoever reports. Also forgets pods that are gone.
+    pub fn unreported_scrapes(&self, address: &str, pod: &PodState) -> (u64, u64) {
+        let mut reported = self
+            .reported_scrapes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if reported.len() > self.pods.len() {
+            reported.retain(|a, _| self.pods.get(a).is_some());
+        }
+        let (ok, failed) = pod.scrape_counts();
+        let before = reported
+            .insert(address.into(), (ok, failed))
+            .unwrap_or((0, 0));
+        (ok.saturating_sub(before.0), failed.saturating_sub(before.1))
+    }
 }
 
 #[cfg(test)]
@@ -119,37 +163,32 @@ mod tests {
     }
 
     #[test]
-    fn publish_then_read_back() {
-        publish(
-            "pool-a",
-            PoolSnapshot {
-                members: vec![member("1.1.1.1:1", Health::Healthy)],
-            },
-        );
-        let snap = members("pool-a").unwrap();
-        assert_eq!(snap.members[0].address, "1.1.1.1:1");
-        assert!(members("no-such-pool").is_none());
+    fn a_newer_snapshot_replaces_the_old_one_and_unhealthy_is_not_routable() {
+        let pool = Pool::new("pool-b", PoolConfig::default());
+        pool.publish(PoolSnapshot {
+            members: vec![member("1.1.1.1:1", Health::Healthy)],
+        });
+        assert!(pool.pods().get("1.1.1.1:1").is_some());
+        pool.publish(PoolSnapshot {
+            members: vec![
+                member("1.1.1.1:1", Health::Unhealthy),
+                member("2.2.2.2:2", Health::Degraded),
+            ],
+        });
+        let snap = pool.members();
+        let routable: Vec<_> = snap.routable().map(|m| m.address.as_str()).collect();
+        assert_eq!(routable, ["2.2.2.2:2"]);
     }
 
     #[test]
-    fn a_newer_snapshot_replaces_the_old_one_and_unhealthy_is_not_routable() {
-        publish(
-            "pool-b",
-            PoolSnapshot {
-                members: vec![member("1.1.1.1:1", Health::Healthy)],
-            },
-        );
-        publish(
-            "pool-b",
-            PoolSnapshot {
-                members: vec![
-                    member("1.1.1.1:1", Health::Unhealthy),
-                    member("2.2.2.2:2", Health::Degraded),
-                ],
-            },
-        );
-        let snap = members("pool-b").unwrap();
-        let routable: Vec<_> = snap.routable().map(|m| m.address.as_str()).collect();
-        assert_eq!(routable, ["2.2.2.2:2"]);
+    fn scrapes_are_reported_once() {
+        let pool = Pool::new("pool-c", PoolConfig::default());
+        pool.publish(PoolSnapshot {
+            members: vec![member("1.1.1.1:1", Health::Healthy)],
+        });
+        let pod = pool.pods().get("1.1.1.1:1").unwrap();
+        pod.record_failed_scrape(true);
+        assert_eq!(pool.unreported_scrapes("1.1.1.1:1", &pod), (0, 1));
+        assert_eq!(pool.unreported_scrapes("1.1.1.1:1", &pod), (0, 0));
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use scheduler::PodView;
+use scheduler::{ConfigError, PodView};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -27,15 +27,21 @@ impl Default for SaturationConfig {
 }
 
 impl SaturationConfig {
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !(self.kv_threshold > 0.0 && self.kv_threshold <= 1.0) {
-            return Err((
+            return Err(ConfigError::new(
                 "kv_threshold",
                 format!("{} must be in (0, 1]", self.kv_threshold),
             ));
         }
-        if self.queue_threshold == 0 {
-            return Err(("queue_threshold", "must be > 0".into()));
+        if !(1..=1_000_000).contains(&self.queue_threshold) {
+            return Err(ConfigError::new(
+                "queue_threshold",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if self.retry_after_s > 3600 {
+            return Err(ConfigError::new("retry_after_s", "must be at most 3600"));
         }
         Ok(())
     }
@@ -166,11 +172,11 @@ mod tests {
             kv_threshold: 1.5,
             ..Default::default()
         };
-        assert_eq!(c.validate().unwrap_err().0, "kv_threshold");
+        assert_eq!(c.validate().unwrap_err().path, "kv_threshold");
         let c = SaturationConfig {
             queue_threshold: 0,
             ..Default::default()
         };
-        assert_eq!(c.validate().unwrap_err().0, "queue_threshold");
+        assert_eq!(c.validate().unwrap_err().path, "queue_threshold");
     }
 }

@@ -9,7 +9,21 @@ use crate::envoy::*;
 use crate::http_filter::InferenceFilter;
 use crate::lb_policy::LbPolicy;
 use crate::module_config::ModuleConfig;
-use crate::pool::{self, Health, Member, PoolSnapshot};
+use crate::pool::{Health, Member, Pool, PoolSnapshot};
+use crate::pool_config::PoolConfig;
+use crate::pools;
+
+/// Makes (or finds) the pool of `cluster`, without a scraper, and publishes `members`; the
+/// pool lives while the returned handle does.
+fn publish(cluster: &str, members: PoolSnapshot) -> Arc<Pool> {
+    let pool = pools::acquire(cluster, &PoolConfig::default(), unscraped_pool).unwrap();
+    pool.publish(members);
+    pool
+}
+
+fn unscraped_pool(cluster: &str, config: PoolConfig) -> Result<Pool, String> {
+    Ok(Pool::new(cluster, config))
+}
 
 #[derive(Default)]
 struct FakeStream {
@@ -118,7 +132,7 @@ fn run(f: &mut InferenceFilter, s: &mut FakeStream, body: &str) -> BodyStatus {
 
 #[test]
 fn an_inference_request_is_routed_to_a_routable_member() {
-    pool::publish("t-route", healthy(&["127.0.0.1:80", "127.0.0.2:80"]));
+    let _pool = publish("t-route", healthy(&["127.0.0.1:80", "127.0.0.2:80"]));
     let mut f = filter("");
     let mut s = FakeStream::post("/v1/completions", "t-route");
     assert_eq!(
@@ -138,7 +152,7 @@ fn an_inference_request_is_routed_to_a_routable_member() {
 
 #[test]
 fn unhealthy_members_are_never_chosen() {
-    pool::publish(
+    let _pool = publish(
         "t-health",
         PoolSnapshot {
             members: vec![
@@ -163,7 +177,7 @@ fn unhealthy_members_are_never_chosen() {
 
 #[test]
 fn the_response_header_can_be_turned_off() {
-    pool::publish("t-off", healthy(&["127.0.0.1:80"]));
+    let _pool = publish("t-off", healthy(&["127.0.0.1:80"]));
     let mut f = filter(r#"{"response_header": false}"#);
     let mut s = FakeStream::post("/v1/completions", "t-off");
     run(&mut f, &mut s, r#"{"prompt":"hi"}"#);
@@ -256,7 +270,7 @@ fn oversize_is_413_by_declared_length_or_while_buffering() {
 
 #[test]
 fn a_body_ended_by_trailers_is_routed_at_the_trailers() {
-    pool::publish("t-trailers", healthy(&["127.0.0.1:80"]));
+    let _pool = publish("t-trailers", healthy(&["127.0.0.1:80"]));
     let mut f = filter("");
     let mut s = FakeStream::post("/v1/completions", "t-trailers");
     f.on_request_headers(&mut s, false);
@@ -334,9 +348,10 @@ fn membership_is_published_for_the_filter() {
             ("1.0.0.2:1", Health::Unhealthy),
         ],
     );
-    let mut lb = LbPolicy::default();
+    let mut lb = lb_policy();
     lb.on_membership_update(&c);
-    let snap = pool::members("lb-publish").unwrap();
+    let pool = pools::find("lb-publish").unwrap();
+    let snap = pool.members();
     assert_eq!(snap.members.len(), 2);
     assert_eq!(snap.routable().count(), 1);
 }
@@ -352,10 +367,10 @@ fn the_filters_choice_is_applied_as_a_healthy_list_index() {
             ("c:1", Health::Healthy),
         ],
     );
-    let mut lb = LbPolicy::default();
+    let mut lb = lb_policy();
     lb.on_membership_update(&c);
     let pick = |dest: &str, tried: Vec<usize>| {
-        let mut lb2 = LbPolicy::default();
+        let mut lb2 = lb_policy();
         lb2.on_membership_update(&c);
         lb2.choose_host(&FakeAttempt {
             destination: Some(dest.as_bytes().to_vec()),
@@ -382,7 +397,7 @@ fn unscheduled_requests_round_robin_over_untried_hosts() {
             ("c:1", Health::Healthy),
         ],
     );
-    let mut lb = LbPolicy::default();
+    let mut lb = lb_policy();
     lb.on_membership_update(&c);
     let picks: Vec<_> = (0..6)
         .map(|_| {
@@ -406,7 +421,7 @@ fn unscheduled_requests_round_robin_over_untried_hosts() {
 #[test]
 fn no_healthy_host_means_no_pick() {
     let c = cluster("lb-none", &[("a:1", Health::Unhealthy)]);
-    let mut lb = LbPolicy::default();
+    let mut lb = lb_policy();
     lb.on_membership_update(&c);
     assert_eq!(
         lb.choose_host(&FakeAttempt {
@@ -497,9 +512,9 @@ fn full(waiting: u32, kv: f64) -> scheduler::PodMetrics {
 #[test]
 fn when_every_pod_is_full_sheddable_requests_get_429_and_others_the_least_loaded_pod() {
     let (a, b) = ("127.0.0.1:20001", "127.0.0.1:20002");
-    pool::publish("t-saturated", healthy(&[a, b]));
-    pool::pods().get(a).unwrap().publish_metrics(full(9, 0.95));
-    pool::pods().get(b).unwrap().publish_metrics(full(6, 0.90));
+    let pool = publish("t-saturated", healthy(&[a, b]));
+    pool.pods().get(a).unwrap().publish_metrics(full(9, 0.95));
+    pool.pods().get(b).unwrap().publish_metrics(full(6, 0.90));
 
     let mut f = filter("");
     let mut s = FakeStream::post("/v1/completions", "t-saturated");
@@ -544,9 +559,9 @@ fn when_every_pod_is_full_sheddable_requests_get_429_and_others_the_least_loaded
 #[test]
 fn sheddable_requests_are_served_while_some_pod_has_room() {
     let (a, b) = ("127.0.0.1:20011", "127.0.0.1:20012");
-    pool::publish("t-room", healthy(&[a, b]));
-    pool::pods().get(a).unwrap().publish_metrics(full(9, 0.95));
-    pool::pods().get(b).unwrap().publish_metrics(full(0, 0.10));
+    let pool = publish("t-room", healthy(&[a, b]));
+    pool.pods().get(a).unwrap().publish_metrics(full(9, 0.95));
+    pool.pods().get(b).unwrap().publish_metrics(full(0, 0.10));
     let mut f = filter("");
     let mut s = FakeStream::post("/v1/completions", "t-room");
     s.request_headers.insert(
@@ -562,7 +577,7 @@ fn sheddable_requests_are_served_while_some_pod_has_room() {
 
 #[test]
 fn an_unknown_criticality_is_a_400() {
-    pool::publish("t-crit", healthy(&["127.0.0.1:20021"]));
+    let _pool = publish("t-crit", healthy(&["127.0.0.1:20021"]));
     let mut f = filter("");
     let mut s = FakeStream::post("/v1/completions", "t-crit");
     s.request_headers
@@ -575,8 +590,8 @@ fn an_unknown_criticality_is_a_400() {
 #[test]
 fn in_flight_is_counted_from_pick_to_the_end_of_the_stream() {
     let a = "127.0.0.1:20031";
-    pool::publish("t-inflight", healthy(&[a]));
-    let pod = pool::pods().get(a).unwrap();
+    let pool = publish("t-inflight", healthy(&[a]));
+    let pod = pool.pods().get(a).unwrap();
     let mut f = filter("");
     let mut s = FakeStream::post("/v1/completions", "t-inflight");
     run(&mut f, &mut s, r#"{"prompt":"hi"}"#);
@@ -588,7 +603,7 @@ fn in_flight_is_counted_from_pick_to_the_end_of_the_stream() {
 #[test]
 fn a_retry_elsewhere_moves_the_in_flight_count_to_the_pod_that_serves() {
     let (a, b) = ("127.0.0.1:20041", "127.0.0.1:20042");
-    pool::publish("t-moved", healthy(&[a, b]));
+    let pool = publish("t-moved", healthy(&[a, b]));
     let mut f = filter("");
     let mut s = FakeStream::post("/v1/completions", "t-moved");
     run(&mut f, &mut s, r#"{"prompt":"hi"}"#);
@@ -596,16 +611,16 @@ fn a_retry_elsewhere_moves_the_in_flight_count_to_the_pod_that_serves() {
     let other = if chosen == a { b } else { a };
     s.upstream = Some(other.into());
     f.on_response_headers(&mut s);
-    assert_eq!(pool::pods().get(&chosen).unwrap().in_flight(), 0);
-    assert_eq!(pool::pods().get(other).unwrap().in_flight(), 1);
+    assert_eq!(pool.pods().get(&chosen).unwrap().in_flight(), 0);
+    assert_eq!(pool.pods().get(other).unwrap().in_flight(), 1);
     drop(f);
-    assert_eq!(pool::pods().get(other).unwrap().in_flight(), 0);
+    assert_eq!(pool.pods().get(other).unwrap().in_flight(), 0);
 }
 
 #[test]
 fn when_envoy_marks_every_member_unhealthy_the_choice_bypasses_its_balancer() {
     let (a, b) = ("127.0.0.1:20051", "127.0.0.1:20052");
-    pool::publish(
+    let _pool = publish(
         "t-all-down",
         PoolSnapshot {
             members: vec![
@@ -630,7 +645,7 @@ fn when_envoy_marks_every_member_unhealthy_the_choice_bypasses_its_balancer() {
     assert_eq!(s.override_host.as_deref(), Some(chosen.as_str()));
 
     // With one healthy member the balancer applies the choice as usual.
-    pool::publish(
+    let _pool = publish(
         "t-one-up",
         PoolSnapshot {
             members: vec![Member {
@@ -648,7 +663,7 @@ fn when_envoy_marks_every_member_unhealthy_the_choice_bypasses_its_balancer() {
 #[test]
 fn a_pod_leaving_the_pool_is_forgotten_by_the_prefix_index() {
     let (a, b) = ("127.0.0.1:20061", "127.0.0.1:20062");
-    pool::publish("t-leave", healthy(&[a, b]));
+    let pool = publish("t-leave", healthy(&[a, b]));
     let mut f = filter("");
     let prompt = format!(
         r#"{{"prompt":"{}"}}"#,
@@ -657,15 +672,19 @@ fn a_pod_leaving_the_pool_is_forgotten_by_the_prefix_index() {
     let mut s = FakeStream::post("/v1/completions", "t-leave");
     run(&mut f, &mut s, &prompt);
     let chosen = f.routed_to().unwrap().to_owned();
-    let index = f.config().scheduler.prefix_index();
+    let index = pool.index();
     assert!(index.pods() >= 1 && index.blocks() > 0);
     let before = index.blocks();
 
     let stays = if chosen == a { b } else { a };
-    pool::publish("t-leave", healthy(&[stays]));
+    let pool = publish("t-leave", healthy(&[stays]));
     assert!(
         index.blocks() < before,
         "the departed pod's blocks are still indexed"
     );
-    assert!(pool::pods().get(&chosen).is_none());
+    assert!(pool.pods().get(&chosen).is_none());
+}
+
+fn lb_policy() -> LbPolicy {
+    LbPolicy::new(Arc::new(PoolConfig::default()), unscraped_pool)
 }

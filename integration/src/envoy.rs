@@ -25,6 +25,11 @@ pub struct EnvoyConfig {
     /// Members come from a file-based EDS source (replace them with `Envoy::set_endpoints`)
     /// instead of a static list.
     pub eds: bool,
+    /// The listener comes from a file-based LDS source (replace it with
+    /// `Envoy::reload_filter_config`) instead of the static config.
+    pub lds: bool,
+    /// The cluster's `lb_policy_config` (the pool's settings) as JSON; empty for defaults.
+    pub pool_config: String,
 }
 
 impl EnvoyConfig {
@@ -37,7 +42,14 @@ impl EnvoyConfig {
             module: true,
             plain_lb_policy: "ROUND_ROBIN",
             eds: false,
+            lds: false,
+            pool_config: String::new(),
         }
+    }
+
+    pub fn pool_config(mut self, json: &str) -> Self {
+        self.pool_config = json.into();
+        self
     }
 
     pub fn filter_config(mut self, json: &str) -> Self {
@@ -45,17 +57,9 @@ impl EnvoyConfig {
         self
     }
 
-    fn yaml(&self, eds_path: Option<&std::path::Path>) -> String {
-        let endpoints: String = self
-            .endpoints
-            .iter()
-            .map(|e| {
-                let (ip, port) = e.rsplit_once(':').expect("endpoint is ip:port");
-                format!(
-                    "              - endpoint: {{ address: {{ socket_address: {{ address: {ip}, port_value: {port} }} }} }}\n"
-                )
-            })
-            .collect();
+    /// The `gateway` listener's fields after its name, indented for a list item at 4 spaces
+    /// (as under `static_resources.listeners`, and as in an LDS file's `resources`).
+    fn listener(&self) -> String {
         let filter_config = serde_json::to_string(&self.filter_config).unwrap();
         let module_filter = format!(
             r#"                  - name: envoy.filters.http.dynamic_modules
@@ -68,38 +72,13 @@ impl EnvoyConfig {
                         value: {filter_config}
 "#
         );
-        let module_policy = r#"      load_balancing_policy:
-        policies:
-          - typed_extension_config:
-              name: envoy.load_balancing_policies.dynamic_modules
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.load_balancing_policies.dynamic_modules.v3.DynamicModulesLoadBalancerConfig
-                dynamic_module_config: { name: inference_scheduler }
-                lb_policy_name: inference-scheduler
-"#;
-        let membership = match &eds_path {
-            Some(path) => format!(
-                "      type: EDS\n      eds_cluster_config:\n        eds_config:\n          resource_api_version: V3\n          path_config_source: {{ path: {} }}\n",
-                path.display()
-            ),
-            None => format!(
-                "      type: STATIC\n      load_assignment:\n        cluster_name: inference_pool\n        endpoints:\n          - lb_endpoints:\n{endpoints}"
-            ),
-        };
-        let plain_policy = format!("      lb_policy: {}\n", self.plain_lb_policy);
-        let (module_filter, module_policy) = match self.module {
-            true => (module_filter.as_str(), module_policy),
-            false => ("", plain_policy.as_str()),
+        let module_filter = if self.module {
+            module_filter.as_str()
+        } else {
+            ""
         };
         format!(
-            r#"stats_flush_interval: 1s
-node: {{ id: test-gateway, cluster: test }}
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-static_resources:
-  listeners:
-    - name: gateway
-      address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+            r#"      address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
       filter_chains:
         - filters:
             - name: envoy.filters.network.http_connection_manager
@@ -127,11 +106,85 @@ static_resources:
 {module_filter}                  - name: envoy.filters.http.router
                     typed_config:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
+"#
+        )
+    }
+
+    fn yaml(
+        &self,
+        eds_path: Option<&std::path::Path>,
+        lds_path: Option<&std::path::Path>,
+    ) -> String {
+        let endpoints: String = self
+            .endpoints
+            .iter()
+            .map(|e| {
+                let (ip, port) = e.rsplit_once(':').expect("endpoint is ip:port");
+                format!(
+                    "              - endpoint: {{ address: {{ socket_address: {{ address: {ip}, port_value: {port} }} }} }}\n"
+                )
+            })
+            .collect();
+        let pool_config = serde_json::to_string(&self.pool_config).unwrap();
+        let module_policy = format!(
+            r#"      load_balancing_policy:
+        policies:
+          - typed_extension_config:
+              name: envoy.load_balancing_policies.dynamic_modules
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.load_balancing_policies.dynamic_modules.v3.DynamicModulesLoadBalancerConfig
+                dynamic_module_config: {{ name: inference_scheduler }}
+                lb_policy_name: inference-scheduler
+                lb_policy_config:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {pool_config}
+"#
+        );
+        let membership = match &eds_path {
+            Some(path) => format!(
+                "      type: EDS\n      eds_cluster_config:\n        eds_config:\n          resource_api_version: V3\n          path_config_source: {{ path: {} }}\n",
+                path.display()
+            ),
+            None => format!(
+                "      type: STATIC\n      load_assignment:\n        cluster_name: inference_pool\n        endpoints:\n          - lb_endpoints:\n{endpoints}"
+            ),
+        };
+        let plain_policy = format!("      lb_policy: {}\n", self.plain_lb_policy);
+        let policy = match self.module {
+            true => module_policy.as_str(),
+            false => plain_policy.as_str(),
+        };
+        let listeners = match lds_path {
+            Some(path) => format!(
+                "dynamic_resources:\n  lds_config:\n    resource_api_version: V3\n    path_config_source: {{ path: {} }}\n",
+                path.display()
+            ),
+            None => format!("  listeners:\n    - name: gateway\n{}", self.listener()),
+        };
+        let (dynamic, static_listeners) = match lds_path {
+            Some(_) => (listeners.as_str(), ""),
+            None => ("", listeners.as_str()),
+        };
+        format!(
+            r#"stats_flush_interval: 1s
+node: {{ id: test-gateway, cluster: test }}
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+{dynamic}static_resources:
+{static_listeners}  clusters:
     - name: inference_pool
       connect_timeout: 0.5s
-{cluster_extra}{module_policy}{membership}"#,
+{cluster_extra}{policy}{membership}"#,
             cluster_extra = self.cluster_extra,
+        )
+    }
+
+    /// An LDS file holding the `gateway` listener.
+    fn lds(&self) -> String {
+        format!(
+            "version_info: \"{:?}\"\nresources:\n    - \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n      name: gateway\n{}",
+            std::time::SystemTime::now(),
+            self.listener()
         )
     }
 }
@@ -163,7 +216,15 @@ impl Envoy {
         if let Some(path) = &eds_path {
             write_eds(path, &config.endpoints);
         }
-        std::fs::write(&config_path, config.yaml(eds_path.as_deref())).unwrap();
+        let lds_path = config.lds.then(|| dir.path().join("lds.yaml"));
+        if let Some(path) = &lds_path {
+            write_atomically(path, &config.lds());
+        }
+        std::fs::write(
+            &config_path,
+            config.yaml(eds_path.as_deref(), lds_path.as_deref()),
+        )
+        .unwrap();
         let admin_path = dir.path().join("admin.txt");
         let log_path = dir.path().join("envoy.log");
         let child = Command::new(paths::envoy_binary())
@@ -226,6 +287,32 @@ impl Envoy {
             sock["address"].as_str()?,
             sock["port_value"].as_u64()?
         ))
+    }
+
+    /// Replaces the listener (an `lds` config only) by one whose filter config is `config`'s,
+    /// and waits until Envoy applied it and the new listener serves.
+    pub fn reload_listener(&mut self, config: &EnvoyConfig) {
+        let applied = self.stat("listener_manager.lds.update_success");
+        write_atomically(&self.dir.path().join("lds.yaml"), &config.lds());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.stat("listener_manager.lds.update_success") <= applied {
+            assert!(
+                Instant::now() < deadline,
+                "the new listener was not applied:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let admin_path = self.dir.path().join("admin.txt");
+        while self.discover_listener(&admin_path).is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "no listener after the reload:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.url = self.discover_listener(&admin_path).unwrap();
     }
 
     /// Replaces the EDS members (an `eds` config only); Envoy picks the change up by itself.
@@ -304,7 +391,12 @@ fn write_eds(path: &std::path::Path, endpoints: &[String]) {
             "endpoints": [{"lb_endpoints": lb_endpoints}],
         }],
     });
+    write_atomically(path, &serde_json::to_string_pretty(&doc).unwrap());
+}
+
+/// Replaces `path` by a rename, which is what Envoy's file watch follows.
+fn write_atomically(path: &std::path::Path, text: &str) {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }

@@ -1,5 +1,6 @@
-//! How pods are scraped: the `pod_metrics` object of the filter config.
+//! How pods are scraped: the `pod_metrics` object of the pool's config.
 
+use scheduler::ConfigError;
 use serde::Deserialize;
 
 use crate::metric_names::MetricNames;
@@ -38,37 +39,60 @@ impl Default for ScrapeConfig {
     }
 }
 
+/// Longest accepted duration setting: a pod whose metrics are older than this is as good as
+/// unknown, and a larger value is far more likely a typo than an intent.
+const MAX_MS: u64 = 3_600_000;
+
 impl ScrapeConfig {
-    /// Checks the values; errors name the field (relative to this object).
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.interval_ms == 0 {
-            return Err(("interval_ms", "must be > 0".into()));
+    /// Checks the values; errors name the field relative to this object.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, value) in [
+            ("interval_ms", self.interval_ms),
+            ("timeout_ms", self.timeout_ms),
+            ("stale_after_ms", self.stale_after_ms),
+        ] {
+            if !(1..=MAX_MS).contains(&value) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("must be between 1 and {MAX_MS} (one hour)"),
+                ));
+            }
         }
-        if self.timeout_ms == 0 {
-            return Err(("timeout_ms", "must be > 0".into()));
+        if self.unhealthy_after_failures > 1000 {
+            return Err(ConfigError::new(
+                "unhealthy_after_failures",
+                "must be at most 1000 (0 disables it)",
+            ));
         }
         if !self.path.starts_with('/') {
-            return Err(("path", format!("{:?} must start with '/'", self.path)));
+            return Err(ConfigError::new(
+                "path",
+                format!("{:?} must start with '/'", self.path),
+            ));
         }
         self.metric_names().map(|_| ())
     }
 
     /// The metric names the preset (or the custom mapping) selects.
-    pub fn metric_names(&self) -> Result<MetricNames, (&'static str, String)> {
+    pub fn metric_names(&self) -> Result<MetricNames, ConfigError> {
         match (self.preset.as_str(), &self.custom_names) {
             ("custom", Some(names)) => Ok(names.clone()),
-            ("custom", None) => Err((
+            ("custom", None) => Err(ConfigError::new(
                 "custom_names",
-                "is required when preset is \"custom\"".into(),
+                "is required when preset is \"custom\"",
             )),
-            (_, Some(_)) => Err((
+            (_, Some(_)) => Err(ConfigError::new(
                 "custom_names",
-                "is only allowed when preset is \"custom\"".into(),
+                "is only allowed when preset is \"custom\"",
             )),
-            (preset, None) => MetricNames::preset(preset).ok_or((
-                "preset",
-                format!("unknown preset {preset:?}; expected \"vllm\", \"sglang\" or \"custom\""),
-            )),
+            (preset, None) => MetricNames::preset(preset).ok_or_else(|| {
+                ConfigError::new(
+                    "preset",
+                    format!(
+                        "unknown preset {preset:?}; expected \"vllm\", \"sglang\" or \"custom\""
+                    ),
+                )
+            }),
         }
     }
 }
@@ -106,29 +130,38 @@ mod tests {
     #[test]
     fn bad_values_name_the_field() {
         assert_eq!(
-            parse(r#"{"preset":"tgi"}"#).validate().unwrap_err().0,
+            parse(r#"{"preset":"tgi"}"#).validate().unwrap_err().path,
             "preset"
         );
         assert_eq!(
-            parse(r#"{"preset":"custom"}"#).validate().unwrap_err().0,
+            parse(r#"{"preset":"custom"}"#).validate().unwrap_err().path,
             "custom_names"
         );
         assert_eq!(
-            parse(r#"{"custom_names":{}}"#).validate().unwrap_err().0,
+            parse(r#"{"custom_names":{}}"#).validate().unwrap_err().path,
             "custom_names"
         );
         assert_eq!(
-            parse(r#"{"interval_ms":0}"#).validate().unwrap_err().0,
+            parse(r#"{"interval_ms":0}"#).validate().unwrap_err().path,
             "interval_ms"
         );
         assert_eq!(
-            parse(r#"{"timeout_ms":0}"#).validate().unwrap_err().0,
+            parse(r#"{"timeout_ms":0}"#).validate().unwrap_err().path,
             "timeout_ms"
         );
         assert_eq!(
-            parse(r#"{"path":"metrics"}"#).validate().unwrap_err().0,
+            parse(r#"{"path":"metrics"}"#).validate().unwrap_err().path,
             "path"
         );
         assert!(serde_json::from_str::<ScrapeConfig>(r#"{"interval":5}"#).is_err());
+        let huge = format!(r#"{{"interval_ms":{}}}"#, u64::MAX);
+        assert_eq!(parse(&huge).validate().unwrap_err().path, "interval_ms");
+        assert_eq!(
+            parse(r#"{"stale_after_ms":3600001}"#)
+                .validate()
+                .unwrap_err()
+                .path,
+            "stale_after_ms"
+        );
     }
 }

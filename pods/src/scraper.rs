@@ -42,9 +42,7 @@ impl Scraper {
     /// Starts scraping the members of `registry`. Fails only if the config is invalid or the
     /// thread cannot be started.
     pub fn start(registry: Arc<PodRegistry>, config: &ScrapeConfig) -> Result<Scraper, String> {
-        config
-            .validate()
-            .map_err(|(field, msg)| format!("field `{field}` {msg}"))?;
+        config.validate().map_err(|e| e.to_string())?;
         let settings = Settings {
             interval: Duration::from_millis(config.interval_ms),
             timeout: Duration::from_millis(config.timeout_ms),

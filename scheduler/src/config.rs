@@ -135,17 +135,43 @@ impl ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// `field `a.b`: message`, or just the message for the config as a whole. Callers say
+    /// which config it is (Envoy's log shows `inference-scheduler filter config: ...`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() || self.path == "." {
-            write!(f, "invalid scheduler config: {}", self.message)
+            f.write_str(&self.message)
         } else {
-            write!(
-                f,
-                "invalid scheduler config at `{}`: {}",
-                self.path, self.message
-            )
+            write!(f, "field `{}`: {}", self.path, self.message)
         }
     }
+}
+
+/// Parses one JSON object into `T`, strictly: the top level must be an object, nothing but
+/// white space may follow it, and errors name the field by its dotted path. Empty input (only
+/// white space) is `T::default()`.
+pub fn parse_object<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ConfigError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        None => return Ok(T::default()),
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ConfigError::new(
+                "",
+                "invalid type: the config must be a JSON object",
+            ))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        ConfigError::new(
+            if path == "." { String::new() } else { path },
+            e.into_inner().to_string(),
+        )
+    })?;
+    de.end()
+        .map_err(|e| ConfigError::new("", format!("text after the JSON object: {e}")))?;
+    Ok(value)
 }
 
 impl std::error::Error for ConfigError {}
@@ -172,17 +198,7 @@ pub fn from_value<T: DeserializeOwned>(
 impl SchedulerConfig {
     /// Parses and checks the values that serde alone cannot (ranges, header names).
     pub fn from_json(json: &str) -> Result<Self, ConfigError> {
-        // serde would also read a struct from an array of its fields; a config is an object.
-        if !json.trim_start().starts_with('{') {
-            return Err(ConfigError::new(
-                "",
-                "invalid type: the scheduler config must be a JSON object",
-            ));
-        }
-        let mut de = serde_json::Deserializer::from_str(json);
-        let config: SchedulerConfig = serde_path_to_error::deserialize(&mut de)
-            .map_err(|e| ConfigError::new(e.path().to_string(), e.into_inner().to_string()))?;
-        de.end().map_err(|e| ConfigError::new("", e.to_string()))?;
+        let config: SchedulerConfig = parse_object(json.as_bytes())?;
         config.validate()?;
         Ok(config)
     }
@@ -206,33 +222,9 @@ impl SchedulerConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let p = &self.prefix_index;
-        let at_least_one = |name: &str, value: usize| {
-            (value >= 1).then_some(()).ok_or_else(|| {
-                ConfigError::new(format!("prefix_index.{name}"), "must be at least 1")
-            })
-        };
-        at_least_one("block_size", p.block_size)?;
-        at_least_one("max_blocks", p.max_blocks)?;
-        for (name, value) in [
-            ("capacity_per_pod", p.capacity_per_pod),
-            ("max_capacity_per_pod", p.max_capacity_per_pod),
-        ] {
-            at_least_one(name, value)?;
-            // Slots are numbered with 32 bits.
-            if value >= u32::MAX as usize {
-                return Err(ConfigError::new(
-                    format!("prefix_index.{name}"),
-                    "must be below 2^32 - 1",
-                ));
-            }
-        }
-        if !(p.chars_per_token.is_finite() && p.chars_per_token > 0.0) {
-            return Err(ConfigError::new(
-                "prefix_index.chars_per_token",
-                "must be a number > 0",
-            ));
-        }
+        self.prefix_index
+            .validate()
+            .map_err(|e| e.nested_in("prefix_index"))?;
         for (name, value) in [
             ("criticality", &self.headers.criticality),
             ("session", &self.headers.session),

@@ -17,7 +17,7 @@ pub mod rendezvous;
 pub mod request;
 mod scheduler;
 
-pub use config::{ConfigError, HeaderNames, SchedulerConfig};
+pub use config::{parse_object, ConfigError, HeaderNames, SchedulerConfig};
 pub use context::{Criticality, RequestContext, UnknownCriticality};
 pub use pod::{CacheGeometry, PodMetrics, PodView};
 pub use registry::Registry;

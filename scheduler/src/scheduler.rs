@@ -159,8 +159,20 @@ impl Scheduler {
         Self::from_config(&SchedulerConfig::from_value(value)?, &Registry::builtin())
     }
 
+    /// Builds a scheduler with a prefix index of its own, made from `config.prefix_index`.
     pub fn from_config(config: &SchedulerConfig, registry: &Registry) -> Result<Self, ConfigError> {
         let index = Arc::new(PrefixIndex::new(config.prefix_index.clone()));
+        Self::with_index(config, registry, index)
+    }
+
+    /// Builds a scheduler that learns into (and hashes prompts the way of) an index owned
+    /// elsewhere: the one of the pool it schedules, which outlives any one configuration.
+    /// `config.prefix_index` is not used.
+    pub fn with_index(
+        config: &SchedulerConfig,
+        registry: &Registry,
+        index: Arc<PrefixIndex>,
+    ) -> Result<Self, ConfigError> {
         let default_profiles;
         let profiles = match &config.profiles {
             Some(profiles) => profiles,
@@ -189,7 +201,7 @@ impl Scheduler {
         Ok(Scheduler {
             profiles: built,
             default_profile,
-            hasher: config.prefix_index.hasher(),
+            hasher: index.config().hasher(),
             index,
             adapters: config
                 .lora_adapters

@@ -9,7 +9,7 @@ use super::types::*;
 use crate::envoy::{BodyStatus, EnvoyHttpFilter, HeadersStatus};
 use crate::guarded_stream::GuardedStream;
 use crate::logging::{log, Level};
-use crate::metrics::{self, MetricIds, Reported};
+use crate::metrics::{self, MetricIds};
 use crate::module_config::ModuleConfig;
 use crate::panic_guard::catch;
 use crate::ticker::Ticker;
@@ -236,7 +236,6 @@ struct ConfigSlot {
     /// Asks Envoy once a second to run `on_http_filter_config_scheduled` on its main thread.
     ticker: Option<Ticker>,
     main_thread: EnvoyPtr,
-    reported: Reported,
 }
 
 impl Drop for ConfigSlot {
@@ -273,9 +272,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                 String::from_utf8_lossy(name)
             ));
         }
-        let mut config = ModuleConfig::from_json(config)?;
+        let mut config = ModuleConfig::from_json(config)
+            .map_err(|e| format!("inference-scheduler filter config: {e}"))?;
         config.metrics = Some(MetricIds::define(&mut ConfigMetrics(config_envoy))?);
-        config.start_scraper()?;
         // SAFETY: the config pointer is live; the scheduler is deleted in `ConfigSlot::drop`.
         let main_thread =
             unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_new(config_envoy) };
@@ -283,7 +282,6 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             config: Arc::new(config),
             ticker: None,
             main_thread,
-            reported: Reported::default(),
         };
         let commit_to = MainThreadScheduler(main_thread);
         let ticker = Ticker::start("inference-scheduler-stats", REPORT_PERIOD, move || {
@@ -327,12 +325,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
     let slot = unsafe { &*(config as *const ConfigSlot) };
     let _ = catch("http_filter_config_scheduled", || {
         if let Some(ids) = &slot.config.metrics {
-            metrics::report(
-                &slot.config,
-                ids,
-                &slot.reported,
-                &mut ConfigMetrics(config_envoy),
-            );
+            metrics::report(ids, &mut ConfigMetrics(config_envoy));
         }
     });
 }

@@ -6,7 +6,9 @@ use crate::envoy::{EnvoyLbContext, EnvoyLoadBalancer};
 use crate::lb_policy::LbPolicy;
 use crate::logging::{log, Level};
 use crate::panic_guard::catch;
-use crate::pool::Health;
+use crate::pool::{Health, Pool};
+use crate::pool_config::PoolConfig;
+use std::sync::Arc;
 
 /// The policy name envoy.yaml must give (`lb_policy_name`).
 const POLICY_NAME: &[u8] = b"inference-scheduler";
@@ -120,8 +122,8 @@ impl EnvoyLbContext for Context {
     }
 }
 
-/// The LB policy has no settings yet; this marker is what Envoy holds as its config.
-struct LbConfig;
+/// What Envoy holds as the policy's config: the cluster's pool settings.
+struct LbConfig(Arc<PoolConfig>);
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_lb_config_new(
@@ -145,16 +147,17 @@ pub extern "C" fn envoy_dynamic_module_on_lb_config_new(
         );
         return std::ptr::null();
     }
-    let trimmed = config.trim();
-    if !(trimmed.is_empty() || trimmed == "{}") {
-        log(
-            Level::Error,
-            &format!(
-            "inference-scheduler lb_policy_config: the policy takes no settings, got {trimmed:?}"),
-        );
-        return std::ptr::null();
+    match catch("lb_config_new", || PoolConfig::from_json(config.as_bytes())) {
+        Ok(Ok(config)) => Box::into_raw(Box::new(LbConfig(Arc::new(config)))) as ModulePtr,
+        Ok(Err(e)) => {
+            log(
+                Level::Error,
+                &format!("inference-scheduler lb_policy_config: {e}"),
+            );
+            std::ptr::null()
+        }
+        Err(_) => std::ptr::null(),
     }
-    Box::into_raw(Box::new(LbConfig)) as ModulePtr
 }
 
 #[no_mangle]
@@ -164,8 +167,11 @@ pub extern "C" fn envoy_dynamic_module_on_lb_config_destroy(config: ModulePtr) {
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_lb_new(_config: ModulePtr, _lb: EnvoyPtr) -> ModulePtr {
-    Box::into_raw(Box::new(LbPolicy::default())) as ModulePtr
+pub extern "C" fn envoy_dynamic_module_on_lb_new(config: ModulePtr, _lb: EnvoyPtr) -> ModulePtr {
+    // SAFETY: `config` is our `LbConfig`, alive while Envoy makes instances from it.
+    let config = unsafe { &*(config as *const LbConfig) };
+    let policy = LbPolicy::new(Arc::clone(&config.0), Pool::scraping);
+    Box::into_raw(Box::new(policy)) as ModulePtr
 }
 
 #[no_mangle]

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::blocks::BlockHasher;
 use super::lru::BlockLru;
+use crate::config::ConfigError;
 use crate::pod::PodView;
 
 /// The `prefix_index` section of the scheduler config.
@@ -46,6 +47,39 @@ impl Default for PrefixConfig {
 }
 
 impl PrefixConfig {
+    /// Checks the values; errors name the field relative to this section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let within = |name: &str, value: usize, max: usize| {
+            if (1..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::new(
+                    name,
+                    format!("must be between 1 and {max}"),
+                ))
+            }
+        };
+        // A block larger than a big prompt never matches; more blocks than this per request
+        // cost hashing time without changing any decision.
+        within("block_size", self.block_size, 1 << 20)?;
+        within("max_blocks", self.max_blocks, 1 << 16)?;
+        // Slots are numbered with 32 bits.
+        within(
+            "capacity_per_pod",
+            self.capacity_per_pod,
+            u32::MAX as usize - 1,
+        )?;
+        within(
+            "max_capacity_per_pod",
+            self.max_capacity_per_pod,
+            u32::MAX as usize - 1,
+        )?;
+        if !(self.chars_per_token.is_finite() && self.chars_per_token > 0.0) {
+            return Err(ConfigError::new("chars_per_token", "must be a number > 0"));
+        }
+        Ok(())
+    }
+
     pub fn hasher(&self) -> BlockHasher {
         BlockHasher {
             block_size: self.block_size,

@@ -1,0 +1,75 @@
+//! The pool's settings: the `lb_policy_config` of the cluster's `inference-scheduler`
+//! load-balancing policy, as JSON. They describe the pods (how they are scraped, how their
+//! prefix cache is modelled), so they belong to the cluster, not to a filter: every filter
+//! config that routes to the cluster shares one pool built from them.
+
+use pods::ScrapeConfig;
+use scheduler::prefix::PrefixConfig;
+use scheduler::ConfigError;
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// How pod metrics are scraped.
+    pub pod_metrics: ScrapeConfig,
+    /// The prefix index the pool learns routes into.
+    pub prefix_index: PrefixConfig,
+}
+
+impl PoolConfig {
+    /// Parses the policy's config. Empty input means all defaults; text after the JSON value
+    /// is an error, as is any unknown key. Errors name the field.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let config: PoolConfig = scheduler::parse_object(bytes)?;
+        config
+            .pod_metrics
+            .validate()
+            .map_err(|e| e.nested_in("pod_metrics"))?;
+        config
+            .prefix_index
+            .validate()
+            .map_err(|e| e.nested_in("prefix_index"))?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_means_defaults() {
+        assert_eq!(PoolConfig::from_json(b"").unwrap(), PoolConfig::default());
+        assert_eq!(
+            PoolConfig::from_json(b" {} ").unwrap(),
+            PoolConfig::default()
+        );
+    }
+
+    #[test]
+    fn keys_override_defaults() {
+        let c = PoolConfig::from_json(
+            br#"{"pod_metrics":{"interval_ms":20},"prefix_index":{"block_size":32}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.pod_metrics.interval_ms, 20);
+        assert_eq!(c.prefix_index.block_size, 32);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let path = |json: &str| PoolConfig::from_json(json.as_bytes()).unwrap_err().path;
+        assert_eq!(
+            path(r#"{"pod_metrics":{"interval_ms":0}}"#),
+            "pod_metrics.interval_ms"
+        );
+        assert_eq!(
+            path(r#"{"prefix_index":{"block_size":0}}"#),
+            "prefix_index.block_size"
+        );
+        assert_eq!(path(r#"{"pod_metric":{}}"#), "pod_metric");
+        assert_eq!(path(r#"{} extra"#), "");
+        assert_eq!(path(r#"[1]"#), "");
+    }
+}
