@@ -1,13 +1,14 @@
 //! One scheduling decision: the pool's members and their live state, handed to the scheduler.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use pods::PodState;
 use scheduler::{
     Criticality, Decision, InferenceRequest, PodView, RequestContext, ScheduleError, Scheduler,
 };
 
-use crate::pool::{Health, Pool};
+use crate::pool::{Condition, Health, Pool};
 use crate::saturation::{least_loaded, SaturationConfig};
 
 /// The pod chosen for a request.
@@ -68,14 +69,17 @@ pub fn decide(
     };
 
     let members = pool.members();
+    let now = Instant::now();
     let states: Vec<(Arc<PodState>, bool)> = members
         .members
         .iter()
         .filter_map(|m| {
             let state = pool.pods().get(&m.address)?;
-            // Envoy's health checks, and our own scrapes: a pod whose /metrics keeps refusing
-            // or timing out is most likely down too.
-            let healthy = m.health != Health::Unhealthy && !pool.scrapes_failing(&state);
+            // Envoy's health checks and outlier detection, and what we saw ourselves: a pod
+            // whose /metrics keeps refusing or timing out is most likely down too, and one
+            // failing request after request is paused.
+            let healthy =
+                m.health != Health::Unhealthy && pool.condition(&state, now) == Condition::Serving;
             Some((state, healthy))
         })
         .collect();

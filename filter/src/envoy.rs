@@ -27,6 +27,8 @@ pub trait EnvoyHttpFilter {
     /// The first value of a request header (`:method`, `:path`, ...).
     fn request_header(&self, name: &str) -> Option<&[u8]>;
     fn set_request_header(&mut self, name: &str, value: &str) -> bool;
+    /// The first value of a response header (`:status`, ...), in the response hooks.
+    fn response_header(&self, name: &str) -> Option<&[u8]>;
     fn set_response_header(&mut self, name: &str, value: &str) -> bool;
     /// Raises the per-stream buffer limit so bodies up to `bytes` can be buffered.
     fn set_buffer_limit(&mut self, bytes: u64);

@@ -157,13 +157,22 @@ impl InferenceFilter {
             return HeadersStatus::Continue;
         };
         let actual = envoy.upstream_address();
-        if let Some(actual) = actual.as_deref().filter(|a| a != chosen) {
-            // A retry moved the request: count it, and remember its prefix, where it really is.
-            let routed = self.routed.as_ref();
-            if let Some((routed, pod)) = routed.and_then(|r| Some((r, r.pool.pods().get(actual)?)))
-            {
-                self.in_flight = Some(pod.begin_request());
-                record_served_by(&routed.scheduler, &routed.choice, &pod);
+        if let Some(routed) = &self.routed {
+            let pool = &routed.pool;
+            if let Some(actual) = actual.as_deref().filter(|a| a != chosen) {
+                // A retry moved the request: the chosen pod failed it (reset, refused, 5xx or
+                // no first byte in time). Count it where it is, and remember its prefix there.
+                pool.record_answer(&routed.choice.pod, false);
+                if let Some(pod) = pool.pods().get(actual) {
+                    self.in_flight = Some(pod.begin_request());
+                    record_served_by(&routed.scheduler, &routed.choice, &pod);
+                }
+            }
+            let server_error = envoy
+                .response_header(":status")
+                .is_some_and(|status| status.first() == Some(&b'5'));
+            if let Some(pod) = actual.as_deref().and_then(|a| pool.pods().get(a)) {
+                pool.record_answer(&pod, !server_error);
             }
         }
         if self.config.filter.response_header {

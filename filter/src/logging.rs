@@ -2,8 +2,8 @@
 
 #[derive(Clone, Copy, Debug)]
 pub enum Level {
-    #[cfg_attr(test, allow(dead_code))] // used by the Envoy bindings only
     Info,
+    Warn,
     Error,
 }
 

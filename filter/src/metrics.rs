@@ -105,6 +105,7 @@ pub fn report(ids: &MetricIds, envoy: &mut impl EnvoyConfigMetrics) {
     let now = std::time::Instant::now();
     let (mut pods, mut stale, mut blocks, mut bytes) = (0u64, 0u64, 0u64, 0u64);
     for pool in pools::all() {
+        pool.log_condition_changes(now);
         let max_age = pool.stale_after();
         let members = pool.pods().all();
         for (address, pod) in members.iter() {

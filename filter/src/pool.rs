@@ -6,12 +6,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use pods::{PodRegistry, PodState, Scraper};
 use scheduler::prefix::PrefixIndex;
 
+use crate::logging::{log, Level};
 use crate::pool_config::PoolConfig;
 
 /// Health of a member as Envoy reports it.
@@ -27,6 +28,17 @@ pub struct Member {
     /// `ip:port`, the stable identity of a pod across membership changes.
     pub address: String,
     pub health: Health,
+}
+
+/// Whether the module routes to a pod, by what it saw itself (Envoy's health checks and
+/// outlier detection come on top, through the member's `Health`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Condition {
+    Serving,
+    /// Its `/metrics` went unanswered `unhealthy_after_failures` times in a row.
+    Unreachable,
+    /// It failed `pod_errors.avoid_after` requests in a row and is paused.
+    Erroring,
 }
 
 /// One immutable view of a cluster's members.
@@ -56,6 +68,8 @@ pub struct Pool {
     /// Scrape totals per pod already reported as counter increments. Kept here, not per filter
     /// config, so that two configs reporting the same pool never count a scrape twice.
     reported_scrapes: Mutex<HashMap<Box<str>, (u64, u64)>>,
+    /// Each pod's condition as last logged, so each change is logged once.
+    logged_conditions: Mutex<HashMap<Box<str>, Condition>>,
     /// Scrapes the members while the pool lives (absent in unit tests).
     scraper: Option<Scraper>,
 }
@@ -70,6 +84,7 @@ impl Pool {
             index: Arc::new(PrefixIndex::new(config.prefix_index.clone())),
             writer: Mutex::new(()),
             reported_scrapes: Mutex::new(HashMap::new()),
+            logged_conditions: Mutex::new(HashMap::new()),
             scraper: None,
             config,
         }
@@ -126,11 +141,59 @@ impl Pool {
         Duration::from_millis(self.config.pod_metrics.stale_after_ms)
     }
 
-    /// Whether `pod` left enough scrapes in a row unanswered (refused, reset, timed out) to
-    /// avoid it. An answer we cannot read does not count: the pod is up.
-    pub fn scrapes_failing(&self, pod: &PodState) -> bool {
+    /// Whether the module routes to `pod` at `now`, by its scrapes and its answers. An answer
+    /// we cannot read from `/metrics` does not count against it: the pod is up.
+    pub fn condition(&self, pod: &PodState, now: Instant) -> Condition {
         let limit = self.config.pod_metrics.unhealthy_after_failures;
-        limit > 0 && pod.unreachable_in_a_row() >= limit
+        if limit > 0 && pod.unreachable_in_a_row() >= limit {
+            Condition::Unreachable
+        } else if pod.answers().avoided(now) {
+            Condition::Erroring
+        } else {
+            Condition::Serving
+        }
+    }
+
+    /// Records how a request routed to `pod` ended: `ok` false for a 5xx, or when Envoy had to
+    /// retry it on another pod (a reset, refusal or timeout before the first byte).
+    pub fn record_answer(&self, pod: &PodState, ok: bool) {
+        pod.answers()
+            .record(ok, &self.config.pod_errors, Instant::now());
+    }
+
+    /// Logs each pod whose condition changed since the last call: once, at warn when it
+    /// stops serving, at info when it is back. Runs on Envoy's main thread.
+    pub fn log_condition_changes(&self, now: Instant) {
+        let mut logged = self
+            .logged_conditions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let members = self.pods.all();
+        logged.retain(|address, _| members.contains_key(address));
+        for (address, pod) in members.iter() {
+            let condition = self.condition(pod, now);
+            let before = logged
+                .insert(address.clone(), condition)
+                .unwrap_or(Condition::Serving);
+            if before == condition {
+                continue;
+            }
+            let cluster = &self.cluster;
+            match condition {
+                Condition::Unreachable => log(
+                    Level::Warn,
+                    &format!("inference-scheduler: pod {address} of {cluster}: unreachable (its /metrics went unanswered {} times in a row); avoided until it answers", pod.unreachable_in_a_row()),
+                ),
+                Condition::Erroring => log(
+                    Level::Warn,
+                    &format!("inference-scheduler: pod {address} of {cluster}: erroring ({} failed requests in a row); avoided for {} ms", self.config.pod_errors.avoid_after, self.config.pod_errors.avoid_for_ms),
+                ),
+                Condition::Serving => log(
+                    Level::Info,
+                    &format!("inference-scheduler: pod {address} of {cluster}: back, serving again"),
+                ),
+            }
+        }
     }
 
     /// Scrapes of `pod` (succeeded, failed) since the last call for it, so counters grow by

@@ -3,7 +3,7 @@
 //! prefix cache is modelled), so they belong to the cluster, not to a filter: every filter
 //! config that routes to the cluster shares one pool built from them.
 
-use pods::ScrapeConfig;
+use pods::{AnswerConfig, ScrapeConfig};
 use scheduler::prefix::PrefixConfig;
 use scheduler::ConfigError;
 use serde::Deserialize;
@@ -15,6 +15,8 @@ pub struct PoolConfig {
     pub pod_metrics: ScrapeConfig,
     /// The prefix index the pool learns routes into.
     pub prefix_index: PrefixConfig,
+    /// When a pod failing requests is avoided, and for how long.
+    pub pod_errors: AnswerConfig,
 }
 
 impl PoolConfig {
@@ -30,6 +32,10 @@ impl PoolConfig {
             .prefix_index
             .validate()
             .map_err(|e| e.nested_in("prefix_index"))?;
+        config
+            .pod_errors
+            .validate()
+            .map_err(|e| e.nested_in("pod_errors"))?;
         Ok(config)
     }
 }
@@ -69,6 +75,10 @@ mod tests {
             "prefix_index.block_size"
         );
         assert_eq!(path(r#"{"pod_metric":{}}"#), "pod_metric");
+        assert_eq!(
+            path(r#"{"pod_errors":{"avoid_for_ms":0}}"#),
+            "pod_errors.avoid_for_ms"
+        );
         assert_eq!(path(r#"{} extra"#), "");
         assert_eq!(path(r#"[1]"#), "");
     }

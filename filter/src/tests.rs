@@ -36,6 +36,8 @@ struct FakeStream {
     cluster: Option<String>,
     upstream: Option<String>,
     override_host: Option<String>,
+    /// The upstream response's `:status`.
+    status: Option<Vec<u8>>,
 }
 
 impl FakeStream {
@@ -58,6 +60,9 @@ impl FakeStream {
 }
 
 impl EnvoyHttpFilter for FakeStream {
+    fn response_header(&self, name: &str) -> Option<&[u8]> {
+        (name == ":status").then_some(self.status.as_deref()?)
+    }
     fn request_header(&self, name: &str) -> Option<&[u8]> {
         self.request_headers.get(name).map(Vec::as_slice)
     }
@@ -687,4 +692,50 @@ fn a_pod_leaving_the_pool_is_forgotten_by_the_prefix_index() {
 
 fn lb_policy() -> LbPolicy {
     LbPolicy::new(Arc::new(PoolConfig::default()), unscraped_pool)
+}
+
+#[test]
+fn a_pod_failing_requests_in_a_row_is_paused_and_a_retry_elsewhere_counts_against_it() {
+    let (a, b) = ("127.0.0.1:20071", "127.0.0.1:20072");
+    let pool = publish("t-erroring", healthy(&[a, b]));
+    let answer = |prompt: &str, upstream: Option<&str>, status: &str| -> String {
+        let mut f = filter("");
+        let mut s = FakeStream::post("/v1/completions", "t-erroring");
+        run(&mut f, &mut s, &format!(r#"{{"prompt":"{prompt}"}}"#));
+        let chosen = f.routed_to().unwrap().to_owned();
+        s.upstream = Some(upstream.unwrap_or(&chosen).to_owned());
+        s.status = Some(status.as_bytes().to_vec());
+        f.on_response_headers(&mut s);
+        chosen
+    };
+    // `a` answers 500 to everything, `b` 200: `a` is chosen until its streak pauses it.
+    let now = std::time::Instant::now;
+    let mut sent = 0;
+    while !pool.pods().get(a).unwrap().answers().avoided(now()) {
+        sent += 1;
+        assert!(sent < 200, "the failing pod was never paused");
+        let mut f = filter("");
+        let mut s = FakeStream::post("/v1/completions", "t-erroring");
+        run(&mut f, &mut s, &format!(r#"{{"prompt":"request {sent}"}}"#));
+        let chosen = f.routed_to().unwrap().to_owned();
+        s.upstream = Some(chosen.clone());
+        s.status = Some(if chosen == a { "500" } else { "200" }.into());
+        f.on_response_headers(&mut s);
+    }
+    let failures = PoolConfig::default().pod_errors.avoid_after;
+    assert_eq!(
+        pool.pods().get(a).unwrap().answers().failed(),
+        u64::from(failures)
+    );
+    for i in 0..20 {
+        assert_eq!(
+            answer(&format!("after {i}"), Some(b), "200"),
+            b,
+            "the paused pod was chosen"
+        );
+    }
+    // A retry that moved a request away from the pod it was sent to counts against that pod.
+    let before = pool.pods().get(b).unwrap().answers().failed();
+    answer("moved", Some(a), "200");
+    assert_eq!(pool.pods().get(b).unwrap().answers().failed(), before + 1);
 }

@@ -30,6 +30,8 @@ pub struct EnvoyConfig {
     pub lds: bool,
     /// The cluster's `lb_policy_config` (the pool's settings) as JSON; empty for defaults.
     pub pool_config: String,
+    /// The route's `per_try_timeout`: how long an attempt may wait for its first byte.
+    pub first_byte_timeout: String,
 }
 
 impl EnvoyConfig {
@@ -44,6 +46,7 @@ impl EnvoyConfig {
             eds: false,
             lds: false,
             pool_config: String::new(),
+            first_byte_timeout: "30s".into(),
         }
     }
 
@@ -61,6 +64,7 @@ impl EnvoyConfig {
     /// (as under `static_resources.listeners`, and as in an LDS file's `resources`).
     fn listener(&self) -> String {
         let filter_config = serde_json::to_string(&self.filter_config).unwrap();
+        let first_byte_timeout = &self.first_byte_timeout;
         let module_filter = format!(
             r#"                  - name: envoy.filters.http.dynamic_modules
                     typed_config:
@@ -95,8 +99,9 @@ impl EnvoyConfig {
                             cluster: inference_pool
                             timeout: 0s
                             retry_policy:
-                              retry_on: connect-failure,refused-stream,reset
+                              retry_on: connect-failure,refused-stream,reset,5xx
                               num_retries: 2
+                              per_try_timeout: {first_byte_timeout}
                               retry_host_predicate:
                                 - name: envoy.retry_host_predicates.previous_hosts
                                   typed_config:
@@ -150,6 +155,7 @@ impl EnvoyConfig {
             ),
         };
         let plain_policy = format!("      lb_policy: {}\n", self.plain_lb_policy);
+        let resilience = RESILIENCE;
         let policy = match self.module {
             true => module_policy.as_str(),
             false => plain_policy.as_str(),
@@ -174,7 +180,7 @@ admin:
 {static_listeners}  clusters:
     - name: inference_pool
       connect_timeout: 0.5s
-{cluster_extra}{policy}{membership}"#,
+{resilience}{cluster_extra}{policy}{membership}"#,
             cluster_extra = self.cluster_extra,
         )
     }
@@ -188,6 +194,20 @@ admin:
         )
     }
 }
+
+/// The cluster settings envoy.yaml ships so that faults cost no request: retries never run out
+/// under concurrency (a retry budget instead of the default 3 concurrent retries) and a pod
+/// answering 5xx is ejected (outlier detection).
+const RESILIENCE: &str = r#"      circuit_breakers:
+        thresholds:
+          - priority: DEFAULT
+            retry_budget: { budget_percent: { value: 100.0 }, min_retry_concurrency: 64 }
+      outlier_detection:
+        consecutive_5xx: 5
+        interval: 1s
+        base_ejection_time: 10s
+        max_ejection_percent: 50
+"#;
 
 /// A running Envoy; killed on drop. Its log is printed if a test panics while it runs.
 pub struct Envoy {
@@ -239,6 +259,9 @@ impl Envoy {
             .arg("info")
             .arg("--log-path")
             .arg(&log_path)
+            // Tests read the log while Envoy runs.
+            .arg("--file-flush-interval-msec")
+            .arg("100")
             .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", paths::module_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use scheduler::PodMetrics;
 
+use crate::answers::Answers;
+
 /// What we know about one pod.
 #[derive(Debug)]
 pub struct PodState {
@@ -26,6 +28,8 @@ pub struct PodState {
     unreachable_scrapes: AtomicU32,
     scrapes_ok: AtomicU64,
     scrapes_failed: AtomicU64,
+    /// The pod's answers to the requests we routed.
+    answers: Answers,
 }
 
 impl PodState {
@@ -39,7 +43,13 @@ impl PodState {
             unreachable_scrapes: AtomicU32::new(0),
             scrapes_ok: AtomicU64::new(0),
             scrapes_failed: AtomicU64::new(0),
+            answers: Answers::default(),
         }
+    }
+
+    /// The pod's answers to the requests we routed: failure streaks and pauses.
+    pub fn answers(&self) -> &Answers {
+        &self.answers
     }
 
     pub fn address(&self) -> &str {

@@ -82,15 +82,15 @@ impl Handle {
     }
 }
 
-impl EnvoyHttpFilter for Handle {
-    fn request_header(&self, name: &str) -> Option<&[u8]> {
+impl Handle {
+    fn header(&self, header_type: u32, name: &str) -> Option<&[u8]> {
         let mut buf = EnvoyBuffer::EMPTY;
         // SAFETY: the header value lives in Envoy's header map, which we do not modify while the
         // returned slice (bound to `&self`, i.e. this hook) is in use.
         unsafe {
             let found = envoy_dynamic_module_callback_http_get_header(
                 self.0,
-                HEADER_REQUEST,
+                header_type,
                 name.into(),
                 &mut buf,
                 0,
@@ -102,6 +102,16 @@ impl EnvoyHttpFilter for Handle {
                 None
             }
         }
+    }
+}
+
+impl EnvoyHttpFilter for Handle {
+    fn request_header(&self, name: &str) -> Option<&[u8]> {
+        self.header(HEADER_REQUEST, name)
+    }
+
+    fn response_header(&self, name: &str) -> Option<&[u8]> {
+        self.header(HEADER_RESPONSE, name)
     }
 
     fn set_request_header(&mut self, name: &str, value: &str) -> bool {

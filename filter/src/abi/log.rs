@@ -2,12 +2,13 @@
 //! dynamic_modules:info` and friends).
 
 use super::callbacks::*;
-use super::types::{ModuleBuffer, LOG_ERROR, LOG_INFO};
+use super::types::{ModuleBuffer, LOG_ERROR, LOG_INFO, LOG_WARN};
 use crate::logging::Level;
 
 pub fn log(level: Level, message: &str) {
     let level = match level {
         Level::Info => LOG_INFO,
+        Level::Warn => LOG_WARN,
         Level::Error => LOG_ERROR,
     };
     // SAFETY: the callbacks take plain values; the message is read during the call only.

@@ -69,6 +69,7 @@ pub const BODY_BUFFERED_REQUEST: u32 = 1;
 
 // envoy_dynamic_module_type_log_level
 pub const LOG_INFO: u32 = 2;
+pub const LOG_WARN: u32 = 3;
 pub const LOG_ERROR: u32 = 4;
 
 // envoy_dynamic_module_type_host_health
