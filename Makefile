@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build venv test demo bench bench-overhead bench-scheduler bench-sim bench-scrape clean
+.PHONY: all build venv test lint demo bench bench-overhead bench-scheduler bench-sim bench-scrape clean
 
 all: build
 
@@ -17,6 +17,11 @@ build:
 
 test: venv build
 	$(CARGO) test --release --workspace
+
+# Style gates CI runs before the tests: formatting, and clippy with every warning an error.
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 demo: venv build
 	scripts/demo.sh

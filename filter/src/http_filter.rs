@@ -66,15 +66,12 @@ impl InferenceFilter {
     }
 
     /// The endpoint this request was routed to, if any.
+    #[cfg(test)]
     pub fn routed_to(&self) -> Option<&str> {
         match &self.phase {
             Phase::Routed(endpoint) => Some(endpoint),
             _ => None,
         }
-    }
-
-    pub fn config(&self) -> &Arc<ModuleConfig> {
-        &self.config
     }
 
     /// Whether the filter already answered the request itself.

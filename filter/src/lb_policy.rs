@@ -48,11 +48,6 @@ impl LbPolicy {
         }
     }
 
-    /// The pool this instance publishes to, once known.
-    pub fn pool(&self) -> Option<&Arc<Pool>> {
-        self.pool.as_ref()
-    }
-
     /// Envoy reported a membership or health change: refresh our view and publish it.
     pub fn on_membership_update(&mut self, envoy: &impl EnvoyLoadBalancer) {
         let members: Vec<Member> = (0..envoy.host_count())

@@ -49,6 +49,7 @@ pub struct PoolSnapshot {
 
 impl PoolSnapshot {
     /// Members Envoy would route to: healthy or degraded (the LB cannot pick unhealthy hosts).
+    #[cfg(test)]
     pub fn routable(&self) -> impl Iterator<Item = &Member> {
         self.members
             .iter()
@@ -98,10 +99,6 @@ impl Pool {
             &pool.config.pod_metrics,
         )?);
         Ok(pool)
-    }
-
-    pub fn cluster(&self) -> &str {
-        &self.cluster
     }
 
     pub fn config(&self) -> &PoolConfig {

@@ -122,12 +122,6 @@ impl PodState {
 #[derive(Debug)]
 pub struct InFlight(Arc<PodState>);
 
-impl InFlight {
-    pub fn pod(&self) -> &Arc<PodState> {
-        &self.0
-    }
-}
-
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);

@@ -23,7 +23,9 @@ struct Handle(EnvoyPtr);
 /// # Safety
 /// `buf` must be a buffer Envoy filled during the current hook.
 unsafe fn envoy_bytes<'a>(buf: &EnvoyBuffer) -> Option<&'a [u8]> {
-    (!buf.ptr.is_null()).then(|| std::slice::from_raw_parts(buf.ptr.cast::<u8>(), buf.length))
+    // SAFETY: the caller vouches that `buf` describes bytes Envoy keeps alive for this hook.
+    (!buf.ptr.is_null())
+        .then(|| unsafe { std::slice::from_raw_parts(buf.ptr.cast::<u8>(), buf.length) })
 }
 
 impl Handle {
@@ -231,7 +233,8 @@ impl EnvoyHttpFilter for Handle {
 /// `module` must be the `GuardedStream` boxed in `on_http_filter_new`, not yet destroyed. Envoy
 /// calls one stream's hooks one at a time, on its worker thread, so the `&mut` is exclusive.
 unsafe fn stream<'a>(module: ModulePtr) -> &'a mut GuardedStream {
-    &mut *(module as *mut GuardedStream)
+    // SAFETY: as the caller vouches (see above).
+    unsafe { &mut *(module as *mut GuardedStream) }
 }
 
 /// A scheduler pointer Envoy gave us; committing to it from another thread is what it is for.

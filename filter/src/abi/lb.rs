@@ -20,8 +20,9 @@ const PRIORITY: u32 = 0;
 /// `buf` must be a buffer Envoy filled during the current hook.
 unsafe fn envoy_string(buf: &EnvoyBuffer) -> Option<String> {
     (!buf.ptr.is_null()).then(|| {
-        String::from_utf8_lossy(std::slice::from_raw_parts(buf.ptr.cast::<u8>(), buf.length))
-            .into_owned()
+        // SAFETY: the caller vouches that `buf` describes bytes Envoy keeps alive for this hook.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.ptr.cast::<u8>(), buf.length) };
+        String::from_utf8_lossy(bytes).into_owned()
     })
 }
 
