@@ -39,12 +39,12 @@ pub trait EnvoyHttpFilter {
     /// Ends the stream with a local reply.
     fn send_response(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8], details: &str);
     /// The cluster the matched route sends to.
-    fn cluster_name(&self) -> Option<String>;
+    fn cluster_name(&self) -> Option<&str>;
     /// Asks Envoy to send the request to `address` (`ip:port`) itself, bypassing the cluster's
     /// load balancer; non-strict: if that host cannot be used, the load balancer decides.
     fn set_upstream_override_host(&mut self, address: &str) -> bool;
     /// `ip:port` of the upstream host that is serving the request, once one is selected.
-    fn upstream_address(&self) -> Option<String>;
+    fn upstream_address(&self) -> Option<&str>;
     /// Adds `value` to a counter defined at config load (labels in definition order).
     fn increment_counter(&mut self, _id: usize, _labels: &[&str], _value: u64) {}
     /// Records `value` in a histogram defined at config load.

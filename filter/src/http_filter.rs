@@ -20,6 +20,29 @@ use crate::module_config::ModuleConfig;
 use crate::pool::Pool;
 use crate::pools;
 
+/// Bodies up to this size keep their buffer for the worker's next request; a larger one is
+/// freed after use, so one huge request does not pin its memory on every worker.
+const KEPT_BODY_CAPACITY: usize = 1024 * 1024;
+
+thread_local! {
+    /// The worker thread's buffer for the one body it is parsing: a request body is read into
+    /// it whole, parsed and scheduled, then the buffer is cleared for the next one.
+    static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's (empty) body buffer.
+fn with_body_buffer<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    BODY.with_borrow_mut(|body| {
+        body.clear();
+        let result = f(body);
+        body.clear();
+        if body.capacity() > KEPT_BODY_CAPACITY {
+            body.shrink_to(KEPT_BODY_CAPACITY);
+        }
+        result
+    })
+}
+
 /// Headroom above `max_body_bytes` for Envoy's own buffer limit, so that we, not Envoy, see the
 /// body cross our limit and answer with a JSON 413 (a single read never adds more than this).
 const BUFFER_LIMIT_SLACK: u64 = 1024 * 1024;
@@ -30,8 +53,8 @@ enum Phase {
     PassThrough,
     /// Buffering an inference request body for an endpoint of this kind.
     Buffering(ApiKind),
-    /// Sent upstream to this endpoint (`ip:port`).
-    Routed(String),
+    /// Sent upstream to the pod chosen (`routed`).
+    Routed,
     /// We answered locally; nothing else to do.
     Replied,
 }
@@ -47,7 +70,7 @@ struct Routed {
 pub struct InferenceFilter {
     config: Arc<ModuleConfig>,
     phase: Phase,
-    body: Vec<u8>,
+    /// Set with `Phase::Routed`.
     routed: Option<Routed>,
     /// Counts this request against the pod serving it until the stream ends, however it ends:
     /// dropped with the filter.
@@ -59,7 +82,6 @@ impl InferenceFilter {
         InferenceFilter {
             config,
             phase: Phase::PassThrough,
-            body: Vec::new(),
             routed: None,
             in_flight: None,
         }
@@ -68,10 +90,7 @@ impl InferenceFilter {
     /// The endpoint this request was routed to, if any.
     #[cfg(test)]
     pub fn routed_to(&self) -> Option<&str> {
-        match &self.phase {
-            Phase::Routed(endpoint) => Some(endpoint),
-            _ => None,
-        }
+        self.routed.as_ref().map(|r| r.choice.pod.address())
     }
 
     /// Whether the filter already answered the request itself.
@@ -150,37 +169,46 @@ impl InferenceFilter {
     }
 
     pub fn on_response_headers(&mut self, envoy: &mut impl EnvoyHttpFilter) -> HeadersStatus {
-        let Phase::Routed(chosen) = &self.phase else {
+        let Some(routed) = self.routed.as_ref().filter(|_| self.phase == Phase::Routed) else {
             return HeadersStatus::Continue;
         };
-        let actual = envoy.upstream_address();
-        if let Some(routed) = &self.routed {
-            let pool = &routed.pool;
-            if let Some(actual) = actual.as_deref().filter(|a| a != chosen) {
+        let (chosen, pool) = (&routed.choice.pod, &routed.pool);
+        // The pod that answered, as our state of it (no copy of Envoy's address string, but
+        // for a host the pool does not know, which cannot happen but through a race).
+        let upstream = envoy.upstream_address();
+        let stranger = upstream
+            .filter(|a| *a != chosen.address() && pool.pods().get(a).is_none())
+            .map(str::to_owned);
+        let actual = upstream.map(|a| (a == chosen.address(), pool.pods().get(a)));
+        let served_by = match actual {
+            Some((false, moved_to)) => {
                 // A retry moved the request: the chosen pod failed it (reset, refused, 5xx or
                 // no first byte in time). Count it where it is, and remember its prefix there.
-                pool.record_answer(&routed.choice.pod, false);
-                if let Some(pod) = pool.pods().get(actual) {
+                pool.record_answer(chosen, false);
+                if let Some(pod) = &moved_to {
                     self.in_flight = Some(pod.begin_request());
-                    record_served_by(&routed.scheduler, &routed.choice, &pod);
+                    record_served_by(&routed.scheduler, &routed.choice, pod);
                 }
+                moved_to
             }
-            let server_error = envoy
-                .response_header(":status")
-                .is_some_and(|status| status.first() == Some(&b'5'));
-            if let Some(pod) = actual.as_deref().and_then(|a| pool.pods().get(a)) {
-                pool.record_answer(&pod, !server_error);
-            }
+            Some((true, _)) => Some(Arc::clone(chosen)),
+            None => None,
+        };
+        let server_error = envoy
+            .response_header(":status")
+            .is_some_and(|status| status.first() == Some(&b'5'));
+        if let Some(pod) = &served_by {
+            pool.record_answer(pod, !server_error);
         }
         if self.config.filter.response_header {
-            let served_by = actual.as_deref().unwrap_or(chosen).to_owned();
-            envoy.set_response_header(DESTINATION_HEADER, &served_by);
+            let named = match (&stranger, &served_by) {
+                (Some(address), _) => address.as_str(),
+                (None, Some(pod)) => pod.address(),
+                (None, None) => chosen.address(),
+            };
+            envoy.set_response_header(DESTINATION_HEADER, named);
         }
-        if let Some(routed) = self
-            .routed
-            .as_ref()
-            .filter(|_| self.config.filter.decision_header)
-        {
+        if self.config.filter.decision_header {
             envoy.set_response_header(DECISION_HEADER, &routed.choice.decision.to_string());
         }
         HeadersStatus::Continue
@@ -188,13 +216,12 @@ impl InferenceFilter {
 
     /// Parses the buffered body and picks the pod. Returns false when it answered locally.
     fn route(&mut self, envoy: &mut impl EnvoyHttpFilter, kind: ApiKind) -> bool {
-        self.body.clear();
-        envoy.read_request_body(&mut self.body);
-        let body = std::mem::take(&mut self.body);
         let started = Instant::now();
-        let outcome = self.choose(envoy, &body, kind);
+        let outcome = with_body_buffer(|body| {
+            envoy.read_request_body(body);
+            self.choose(envoy, body, kind)
+        });
         let latency_us = started.elapsed().as_micros() as u64;
-        self.body = body;
         match outcome {
             Err(rejection) => {
                 let retry_after = rejection.retry_after_s.map(|s| s.to_string());
@@ -204,26 +231,26 @@ impl InferenceFilter {
             }
             Ok(Some(routed)) => {
                 let choice = &routed.choice;
-                let endpoint = choice.pod.address().to_owned();
+                let endpoint = choice.pod.address();
                 let d = &choice.decision;
                 let ids = self.config.metrics.as_ref();
                 metrics::record_decision(
                     ids,
                     envoy,
-                    &endpoint,
+                    endpoint,
                     latency_us,
                     d.prefix_hit_blocks,
                     d.request_blocks,
                 );
-                envoy.set_request_header(DESTINATION_HEADER, &endpoint);
+                envoy.set_request_header(DESTINATION_HEADER, endpoint);
                 if choice.pool_unhealthy {
                     // Envoy's balancer only picks healthy hosts; go around it (the cluster's
                     // `override_host_status` must accept UNHEALTHY, see envoy.yaml).
-                    envoy.set_upstream_override_host(&endpoint);
+                    envoy.set_upstream_override_host(endpoint);
                 }
                 self.in_flight = Some(choice.pod.begin_request());
                 self.routed = Some(routed);
-                self.phase = Phase::Routed(endpoint);
+                self.phase = Phase::Routed;
                 true
             }
             // No pool published for this route (its cluster does not use our policy) or no
@@ -246,7 +273,7 @@ impl InferenceFilter {
             message: e.to_string(),
             retry_after_s: None,
         })?;
-        let Some(pool) = envoy.cluster_name().and_then(|c| pools::find(&c)) else {
+        let Some(pool) = envoy.cluster_name().and_then(pools::find) else {
             return Ok(None);
         };
         let scheduler = self.config.scheduler_for(&pool);

@@ -98,11 +98,11 @@ impl EnvoyHttpFilter for FakeStream {
             .collect();
         self.reply = Some((status, body.to_vec()));
     }
-    fn cluster_name(&self) -> Option<String> {
-        self.cluster.clone()
+    fn cluster_name(&self) -> Option<&str> {
+        self.cluster.as_deref()
     }
-    fn upstream_address(&self) -> Option<String> {
-        self.upstream.clone()
+    fn upstream_address(&self) -> Option<&str> {
+        self.upstream.as_deref()
     }
     fn set_upstream_override_host(&mut self, address: &str) -> bool {
         self.override_host = Some(address.into());

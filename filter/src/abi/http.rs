@@ -3,6 +3,8 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
+use smallvec::{smallvec, SmallVec};
+
 use super::callbacks::*;
 use super::metrics::{labels, ConfigMetrics};
 use super::types::*;
@@ -48,7 +50,8 @@ impl Handle {
             if count == 0 {
                 return;
             }
-            let mut chunks = vec![EnvoyBuffer::EMPTY; count];
+            // Bodies arrive in a few chunks: no heap allocation for the list in the common case.
+            let mut chunks: SmallVec<[EnvoyBuffer; 16]> = smallvec![EnvoyBuffer::EMPTY; count];
             if !envoy_dynamic_module_callback_http_get_body_chunks(
                 self.0,
                 body_type,
@@ -70,16 +73,17 @@ impl Handle {
         unsafe { !envoy_dynamic_module_callback_http_received_buffered_request_body(self.0) }
     }
 
-    fn string_attribute(&self, attribute: u32) -> Option<String> {
+    fn string_attribute(&self, attribute: u32) -> Option<&str> {
         let mut buf = EnvoyBuffer::EMPTY;
-        // SAFETY: Envoy fills `buf` with memory valid for this hook; we copy it out.
+        // SAFETY: Envoy fills `buf` with memory of the stream's, valid for this hook, which
+        // bounds the returned `&str` (through `&self`).
         unsafe {
             if !envoy_dynamic_module_callback_http_filter_get_attribute_string(
                 self.0, attribute, &mut buf,
             ) {
                 return None;
             }
-            envoy_bytes(&buf).map(|b| String::from_utf8_lossy(b).into_owned())
+            envoy_bytes(&buf).and_then(|b| std::str::from_utf8(b).ok())
         }
     }
 }
@@ -172,14 +176,15 @@ impl EnvoyHttpFilter for Handle {
         }
     }
 
-    fn cluster_name(&self) -> Option<String> {
+    fn cluster_name(&self) -> Option<&str> {
         let mut buf = EnvoyBuffer::EMPTY;
-        // SAFETY: Envoy fills `buf` with memory valid for this hook; we copy it out.
+        // SAFETY: Envoy fills `buf` with the route's cluster name, valid for this hook, which
+        // bounds the returned `&str` (through `&self`).
         unsafe {
             if !envoy_dynamic_module_callback_http_get_cluster_name(self.0, &mut buf) {
                 return None;
             }
-            envoy_bytes(&buf).map(|b| String::from_utf8_lossy(b).into_owned())
+            envoy_bytes(&buf).and_then(|b| std::str::from_utf8(b).ok())
         }
     }
 
@@ -194,7 +199,7 @@ impl EnvoyHttpFilter for Handle {
         }
     }
 
-    fn upstream_address(&self) -> Option<String> {
+    fn upstream_address(&self) -> Option<&str> {
         self.string_attribute(ATTRIBUTE_UPSTREAM_ADDRESS)
     }
 
