@@ -83,13 +83,7 @@ pub fn decide(
     let views: Vec<PodView<'_>> = states
         .iter()
         .zip(&metrics)
-        .map(|((state, healthy), metrics)| PodView {
-            address: state.address(),
-            healthy: *healthy,
-            metrics: metrics.as_deref(),
-            in_flight: state.in_flight(),
-            queued_since_scrape: state.routed_since_scrape(),
-        })
+        .map(|((state, healthy), metrics)| state.view(*healthy, metrics.as_deref()))
         .collect();
     // Every pod full: shed what may be shed, send the rest to the least loaded pod.
     let saturation = &config.filter.saturation;
@@ -124,12 +118,7 @@ pub fn decide(
 /// Records that `choice`'s request was served by `pod` after all (a retry moved it).
 pub fn record_served_by(config: &ModuleConfig, choice: &Choice, pod: &PodState) {
     let metrics = pod.metrics();
-    let view = PodView {
-        address: pod.address(),
-        healthy: true,
-        metrics: metrics.as_deref(),
-        in_flight: pod.in_flight(),
-        queued_since_scrape: pod.routed_since_scrape(),
-    };
-    config.scheduler.record_route(&choice.decision, &view);
+    config
+        .scheduler
+        .record_route(&choice.decision, &pod.view(true, metrics.as_deref()));
 }

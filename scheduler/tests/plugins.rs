@@ -56,11 +56,15 @@ fn queue_ties_all_score_one() {
 }
 
 #[test]
-fn queue_grows_by_what_was_routed_since_the_scrape() {
-    // Both scraped with 2 waiting; since then we sent 10 more to the first.
-    let m = metrics(2, 0.0);
+fn queue_grows_by_what_was_routed_since_the_scrape_to_a_full_pod() {
+    // Both scraped with 2 waiting behind a full batch of 4; since then we sent 10 more to the
+    // first, which must all wait too.
+    let m = PodMetrics {
+        running: 4,
+        ..metrics(2, 0.0)
+    };
     let mut pods = [pod(PODS[0], Some(&m)), pod(PODS[1], Some(&m))];
-    pods[0].queued_since_scrape = 10;
+    pods[0].routed_since_scrape = 10;
     assert_eq!(run(&Queue::default(), &pods), [Some(0.5), Some(1.0)]);
 }
 
