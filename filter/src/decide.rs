@@ -7,7 +7,6 @@ use scheduler::{Criticality, Decision, InferenceRequest, PodView, RequestContext
 
 use crate::module_config::ModuleConfig;
 use crate::pool::{Health, PoolSnapshot};
-use crate::saturation::least_loaded;
 
 /// The pod chosen for a request.
 pub struct Choice {
@@ -80,29 +79,27 @@ pub fn decide(
         return Ok(None);
     }
     let metrics: Vec<_> = states.iter().map(|(s, _)| s.metrics()).collect();
-    let views: Vec<PodView<'_>> = states
+    let saturation = &config.filter.saturation;
+    let mut views: Vec<PodView<'_>> = states
         .iter()
         .zip(&metrics)
         .map(|((state, healthy), metrics)| state.view(*healthy, metrics.as_deref()))
         .collect();
-    // Every pod full: shed what may be shed, send the rest to the least loaded pod.
-    let saturation = &config.filter.saturation;
-    let (views, offset) = if saturation.all_saturated(&views) {
-        if context.criticality == Criticality::Sheddable {
-            return Err(Rejection {
-                status: 429,
-                message: "every inference pod is saturated; sheddable requests are refused until there is room".into(),
-                retry_after_s: Some(saturation.retry_after_s),
-            });
-        }
-        let least = least_loaded(&views).expect("views is not empty");
-        (&views[least..=least], least)
-    } else {
-        (&views[..], 0)
-    };
-    match config.scheduler.schedule(request, views, &context) {
+    for view in &mut views {
+        view.full = saturation.is_saturated(view);
+    }
+    // Every pod full: shed what may be shed; the scheduler's `saturation` filter weighs queue
+    // against cached prefix for the rest.
+    if context.criticality == Criticality::Sheddable && saturation.all_saturated(&views) {
+        return Err(Rejection {
+            status: 429,
+            message: "every inference pod is saturated; sheddable requests are refused until there is room".into(),
+            retry_after_s: Some(saturation.retry_after_s),
+        });
+    }
+    match config.scheduler.schedule(request, &views, &context) {
         Ok(decision) => {
-            let pod = Arc::clone(&states[offset + decision.pod].0);
+            let pod = Arc::clone(&states[decision.pod].0);
             let pool_unhealthy = pool.members.iter().all(|m| m.health == Health::Unhealthy);
             Ok(Some(Choice {
                 pod,

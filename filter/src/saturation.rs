@@ -1,5 +1,7 @@
-//! Saturation: when every pod is full, sheddable requests are refused (429 with `retry-after`)
-//! instead of deepening the queues, and the rest go to the least loaded pod.
+//! Saturation: which pods are full (their estimated queue or KV cache past a threshold). The
+//! scheduler's `saturation` filter prefers pods with room and, when every pod is full, weighs
+//! queue against cached prefix; sheddable requests are refused then (429 with `retry-after`)
+//! instead of deepening the queues.
 
 use serde::Deserialize;
 
@@ -55,17 +57,6 @@ impl SaturationConfig {
         let mut routable = pods.iter().filter(|p| p.healthy).peekable();
         routable.peek().is_some() && routable.all(|p| self.is_saturated(p))
     }
-}
-
-/// Index of the least loaded pod: fewest estimated waiting, then fewest in flight, then lowest
-/// KV usage. Healthy pods first.
-pub fn least_loaded(pods: &[PodView<'_>]) -> Option<usize> {
-    let load = |p: &PodView<'_>| {
-        let estimate = LoadEstimate::of(p);
-        let kv = estimate.kv_usage.unwrap_or(0.0);
-        (!p.healthy, estimate.waiting, p.in_flight, (kv * 1e6) as u64)
-    };
-    (0..pods.len()).min_by_key(|&i| load(&pods[i]))
 }
 
 #[cfg(test)]
@@ -144,29 +135,6 @@ mod tests {
         ];
         assert!(c.all_saturated(&pods), "an unhealthy pod offers no room");
         assert!(!c.all_saturated(&[]));
-    }
-
-    #[test]
-    fn least_loaded_prefers_short_queues_then_few_in_flight() {
-        let (a, b) = (metrics(9, 0.9), metrics(6, 0.95));
-        let pods = [
-            PodView {
-                metrics: Some(&a),
-                ..PodView::new("a")
-            },
-            PodView {
-                metrics: Some(&b),
-                in_flight: 3,
-                ..PodView::new("b")
-            },
-            PodView {
-                metrics: Some(&b),
-                in_flight: 1,
-                ..PodView::new("c")
-            },
-        ];
-        assert_eq!(least_loaded(&pods), Some(2));
-        assert_eq!(least_loaded(&[]), None);
     }
 
     #[test]

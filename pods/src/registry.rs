@@ -78,7 +78,7 @@ impl PodState {
     }
 
     /// The scheduler's view of this pod, with `metrics` loaded by the caller (held for the
-    /// decision) and `healthy` as the pool judges it.
+    /// decision) and `healthy` as the pool judges it; `full` is left to the caller's rule.
     pub fn view<'a>(&'a self, healthy: bool, metrics: Option<&'a PodMetrics>) -> PodView<'a> {
         PodView {
             address: self.address(),
@@ -89,6 +89,7 @@ impl PodState {
             finished_since_scrape: self.finished_since_scrape(),
             batch_capacity: self.batch_capacity(),
             scrape_failing: self.failed_scrapes_in_a_row() > 0,
+            full: false,
         }
     }
 

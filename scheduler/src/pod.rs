@@ -32,6 +32,10 @@ pub struct PodView<'a> {
     /// since may have failed fast rather than been served (a dying pod answering errors), so
     /// the load estimate gives it no credit for either.
     pub scrape_failing: bool,
+    /// The caller's saturation rule finds the pod full (its queue or KV cache past the
+    /// thresholds). The `saturation` filter then prefers pods with room, and when none has
+    /// any weighs queue against the prefill a cached prefix saves.
+    pub full: bool,
 }
 
 impl<'a> PodView<'a> {
@@ -46,6 +50,7 @@ impl<'a> PodView<'a> {
             finished_since_scrape: 0,
             batch_capacity: None,
             scrape_failing: false,
+            full: false,
         }
     }
 }
