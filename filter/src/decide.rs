@@ -9,7 +9,7 @@ use scheduler::{
 };
 
 use crate::pool::{Condition, Health, Pool};
-use crate::saturation::{least_loaded, SaturationConfig};
+use crate::saturation::SaturationConfig;
 
 /// The pod chosen for a request.
 pub struct Choice {
@@ -87,34 +87,26 @@ pub fn decide(
         return Ok(None);
     }
     let metrics: Vec<_> = states.iter().map(|(s, _)| s.metrics()).collect();
-    let views: Vec<PodView<'_>> = states
+    let mut views: Vec<PodView<'_>> = states
         .iter()
         .zip(&metrics)
-        .map(|((state, healthy), metrics)| PodView {
-            address: state.address(),
-            healthy: *healthy,
-            metrics: metrics.as_deref(),
-            in_flight: state.in_flight(),
-            queued_since_scrape: state.routed_since_scrape(),
-        })
+        .map(|((state, healthy), metrics)| state.view(*healthy, metrics.as_deref()))
         .collect();
-    // Every pod full: shed what may be shed, send the rest to the least loaded pod.
-    let (views, offset) = if saturation.all_saturated(&views) {
-        if context.criticality == Criticality::Sheddable {
-            return Err(Rejection {
-                status: 429,
-                message: "every inference pod is saturated; sheddable requests are refused until there is room".into(),
-                retry_after_s: Some(saturation.retry_after_s),
-            });
-        }
-        let least = least_loaded(&views).expect("views is not empty");
-        (&views[least..=least], least)
-    } else {
-        (&views[..], 0)
-    };
-    match scheduler.schedule(request, views, &context) {
+    for view in &mut views {
+        view.full = saturation.is_saturated(view);
+    }
+    // Every pod full: shed what may be shed; the scheduler's `saturation` filter weighs queue
+    // against cached prefix for the rest.
+    if context.criticality == Criticality::Sheddable && saturation.all_saturated(&views) {
+        return Err(Rejection {
+            status: 429,
+            message: "every inference pod is saturated; sheddable requests are refused until there is room".into(),
+            retry_after_s: Some(saturation.retry_after_s),
+        });
+    }
+    match scheduler.schedule(request, &views, &context) {
         Ok(decision) => {
-            let pod = Arc::clone(&states[offset + decision.pod].0);
+            let pod = Arc::clone(&states[decision.pod].0);
             let pool_unhealthy = members
                 .members
                 .iter()
@@ -133,12 +125,5 @@ pub fn decide(
 /// Records that `choice`'s request was served by `pod` after all (a retry moved it).
 pub fn record_served_by(scheduler: &Scheduler, choice: &Choice, pod: &PodState) {
     let metrics = pod.metrics();
-    let view = PodView {
-        address: pod.address(),
-        healthy: true,
-        metrics: metrics.as_deref(),
-        in_flight: pod.in_flight(),
-        queued_since_scrape: pod.routed_since_scrape(),
-    };
-    scheduler.record_route(&choice.decision, &view);
+    scheduler.record_route(&choice.decision, &pod.view(true, metrics.as_deref()));
 }

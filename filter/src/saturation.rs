@@ -1,14 +1,16 @@
-//! Saturation: when every pod is full, sheddable requests are refused (429 with `retry-after`)
-//! instead of deepening the queues, and the rest go to the least loaded pod.
+//! Saturation: which pods are full (their estimated queue or KV cache past a threshold). The
+//! scheduler's `saturation` filter prefers pods with room and, when every pod is full, weighs
+//! queue against cached prefix; sheddable requests are refused then (429 with `retry-after`)
+//! instead of deepening the queues.
 
 use serde::Deserialize;
 
-use scheduler::{ConfigError, PodView};
+use scheduler::{ConfigError, LoadEstimate, PodView};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SaturationConfig {
-    /// A pod whose waiting queue (as scraped, plus what we sent since) reaches this is full.
+    /// A pod whose estimated waiting queue ([`LoadEstimate`]) reaches this is full.
     pub queue_threshold: u32,
     /// A pod whose KV-cache usage (0..1) reaches this is full.
     pub kv_threshold: f64,
@@ -48,10 +50,12 @@ impl SaturationConfig {
 
     /// Whether `pod` is full. A pod whose metrics are unknown is not (we cannot tell).
     pub fn is_saturated(&self, pod: &PodView<'_>) -> bool {
-        pod.metrics.is_some_and(|m| {
-            m.waiting.saturating_add(pod.queued_since_scrape) >= self.queue_threshold
-                || m.kv_usage >= self.kv_threshold
-        })
+        if pod.metrics.is_none() {
+            return false;
+        }
+        let load = LoadEstimate::of(pod);
+        load.waiting >= self.queue_threshold
+            || load.kv_usage.is_some_and(|kv| kv >= self.kv_threshold)
     }
 
     /// Whether every routable pod is full (false when there is none).
@@ -59,19 +63,6 @@ impl SaturationConfig {
         let mut routable = pods.iter().filter(|p| p.healthy).peekable();
         routable.peek().is_some() && routable.all(|p| self.is_saturated(p))
     }
-}
-
-/// Index of the least loaded pod: fewest queued (scraped plus since), then fewest in flight,
-/// then lowest KV usage. Healthy pods first.
-pub fn least_loaded(pods: &[PodView<'_>]) -> Option<usize> {
-    let load = |p: &PodView<'_>| {
-        let queued = p.metrics.map_or(p.in_flight, |m| {
-            m.waiting.saturating_add(p.queued_since_scrape)
-        });
-        let kv = p.metrics.map_or(0.0, |m| m.kv_usage);
-        (!p.healthy, queued, p.in_flight, (kv * 1e6) as u64)
-    };
-    (0..pods.len()).min_by_key(|&i| load(&pods[i]))
 }
 
 #[cfg(test)]
@@ -102,14 +93,23 @@ mod tests {
             metrics: Some(&kv_full),
             ..PodView::new("a")
         }));
-        let sent_since = PodView {
-            metrics: Some(&quiet),
-            queued_since_scrape: 4,
+        let room = metrics(0, 0.1);
+        let burst = PodView {
+            metrics: Some(&room),
+            routed_since_scrape: 40,
             ..PodView::new("a")
         };
         assert!(
-            c.is_saturated(&sent_since),
-            "what we sent since the scrape counts"
+            !c.is_saturated(&burst),
+            "a burst into a pod that had room runs, it does not queue"
+        );
+        let past_capacity = PodView {
+            batch_capacity: Some(4),
+            ..burst
+        };
+        assert!(
+            c.is_saturated(&past_capacity),
+            "what we sent since the scrape beyond the batch capacity waits"
         );
         assert!(!c.is_saturated(&PodView::new("unknown")));
     }
@@ -141,29 +141,6 @@ mod tests {
         ];
         assert!(c.all_saturated(&pods), "an unhealthy pod offers no room");
         assert!(!c.all_saturated(&[]));
-    }
-
-    #[test]
-    fn least_loaded_prefers_short_queues_then_few_in_flight() {
-        let (a, b) = (metrics(9, 0.9), metrics(6, 0.95));
-        let pods = [
-            PodView {
-                metrics: Some(&a),
-                ..PodView::new("a")
-            },
-            PodView {
-                metrics: Some(&b),
-                in_flight: 3,
-                ..PodView::new("b")
-            },
-            PodView {
-                metrics: Some(&b),
-                in_flight: 1,
-                ..PodView::new("c")
-            },
-        ];
-        assert_eq!(least_loaded(&pods), Some(2));
-        assert_eq!(least_loaded(&[]), None);
     }
 
     #[test]

@@ -188,12 +188,10 @@ fn a_pod_killed_mid_run_costs_no_request_that_could_be_retried() {
             std::thread::spawn(move || {
                 (0..25)
                     .map(|i| {
-                        complete(
+                        complete_with_body(
                             &url,
                             &format!("client {t} request {i} {}", "ctx ".repeat(i)),
-                            20,
                         )
-                        .0
                     })
                     .collect::<Vec<_>>()
             })
@@ -201,11 +199,18 @@ fn a_pod_killed_mid_run_costs_no_request_that_could_be_retried() {
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     set_fault(&victim, r#"{"die": true}"#);
-    let statuses: Vec<u16> = clients
+    let answers: Vec<(u16, String)> = clients
         .into_iter()
         .flat_map(|c| c.join().unwrap())
         .collect();
-    let failed: Vec<_> = statuses.iter().filter(|s| **s != 200).collect();
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    // The simulator answers the requests it is running when it dies with its own 503 ("request
+    // aborted by the pod") about half the time, racing the connection drop: those reached the
+    // pod and were answered, so no retry policy could save them. Everything else must succeed.
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|(s, body)| *s != 200 && !body.contains("aborted by the pod"))
+        .collect();
     assert!(
         failed.is_empty(),
         "{} of {} requests failed: {failed:?}",
@@ -221,6 +226,16 @@ fn a_pod_killed_mid_run_costs_no_request_that_could_be_retried() {
         retries > 0.0,
         "the dead pod never cost a retry: was it ever chosen?"
     );
+}
+
+/// A completion of 20 tokens: the status and the body.
+fn complete_with_body(gateway: &str, prompt: &str) -> (u16, String) {
+    let body = serde_json::json!({"model": "meta-llama/Llama-3.1-8B-Instruct", "prompt": prompt, "max_tokens": 20});
+    match ureq::post(&format!("{gateway}/v1/completions")).send_string(&body.to_string()) {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("transport error: {e}"),
+    }
 }
 
 #[test]

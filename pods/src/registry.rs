@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
-use scheduler::PodMetrics;
+use scheduler::{PodMetrics, PodView};
 
 use crate::answers::Answers;
 
@@ -21,6 +21,12 @@ pub struct PodState {
     /// Requests we routed there since its last successful scrape: between scrapes its queue
     /// grows by at least this much, which the scrape cannot show yet.
     routed_since_scrape: AtomicU32,
+    /// Requests of ours there that finished since its last successful scrape: they left the
+    /// pod, which the scrape cannot show yet either.
+    finished_since_scrape: AtomicU32,
+    /// The batch size the pod was last seen full at (running while others waited), raised by
+    /// any larger batch seen since; 0 while unknown.
+    batch_capacity: AtomicU32,
     /// Scrapes that failed in a row (0 after a success).
     failed_scrapes: AtomicU32,
     /// Of those, the ones where the pod did not answer at all (refused, reset, timed out): a
@@ -39,6 +45,8 @@ impl PodState {
             metrics: ArcSwapOption::empty(),
             in_flight: AtomicU32::new(0),
             routed_since_scrape: AtomicU32::new(0),
+            finished_since_scrape: AtomicU32::new(0),
+            batch_capacity: AtomicU32::new(0),
             failed_scrapes: AtomicU32::new(0),
             unreachable_scrapes: AtomicU32::new(0),
             scrapes_ok: AtomicU64::new(0),
@@ -70,6 +78,31 @@ impl PodState {
         self.routed_since_scrape.load(Ordering::Relaxed)
     }
 
+    pub fn finished_since_scrape(&self) -> u32 {
+        self.finished_since_scrape.load(Ordering::Relaxed)
+    }
+
+    /// How many requests the pod's batch holds, once it has shown it (see the field).
+    pub fn batch_capacity(&self) -> Option<u32> {
+        Some(self.batch_capacity.load(Ordering::Relaxed)).filter(|&c| c > 0)
+    }
+
+    /// The scheduler's view of this pod, with `metrics` loaded by the caller (held for the
+    /// decision) and `healthy` as the pool judges it; `full` is left to the caller's rule.
+    pub fn view<'a>(&'a self, healthy: bool, metrics: Option<&'a PodMetrics>) -> PodView<'a> {
+        PodView {
+            address: self.address(),
+            healthy,
+            metrics,
+            in_flight: self.in_flight(),
+            routed_since_scrape: self.routed_since_scrape(),
+            finished_since_scrape: self.finished_since_scrape(),
+            batch_capacity: self.batch_capacity(),
+            scrape_failing: self.failed_scrapes_in_a_row() > 0,
+            full: false,
+        }
+    }
+
     pub fn failed_scrapes_in_a_row(&self) -> u32 {
         self.failed_scrapes.load(Ordering::Relaxed)
     }
@@ -96,8 +129,19 @@ impl PodState {
 
     /// A scrape succeeded: its metrics replace the previous ones.
     pub fn publish_metrics(&self, metrics: PodMetrics) {
+        // A queue means the batch is full at its current size; without one, a known capacity
+        // can only have grown.
+        let capacity = if metrics.waiting > 0 {
+            Some(metrics.running)
+        } else {
+            self.batch_capacity().map(|c| c.max(metrics.running))
+        };
+        if let Some(c) = capacity {
+            self.batch_capacity.store(c, Ordering::Relaxed);
+        }
         self.metrics.store(Some(Arc::new(metrics)));
         self.routed_since_scrape.store(0, Ordering::Relaxed);
+        self.finished_since_scrape.store(0, Ordering::Relaxed);
         self.failed_scrapes.store(0, Ordering::Relaxed);
         self.unreachable_scrapes.store(0, Ordering::Relaxed);
         self.scrapes_ok.fetch_add(1, Ordering::Relaxed);
@@ -125,6 +169,7 @@ pub struct InFlight(Arc<PodState>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.finished_since_scrape.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -230,15 +275,50 @@ mod tests {
         let second = pod.begin_request();
         assert_eq!((pod.in_flight(), pod.routed_since_scrape()), (2, 2));
         drop(first);
-        assert_eq!(pod.in_flight(), 1);
+        assert_eq!((pod.in_flight(), pod.finished_since_scrape()), (1, 1));
         pod.publish_metrics(PodMetrics::idle());
         assert_eq!(
-            pod.routed_since_scrape(),
-            0,
+            (pod.routed_since_scrape(), pod.finished_since_scrape()),
+            (0, 0),
             "a scrape resets what it now sees"
         );
         drop(second);
         assert_eq!(pod.in_flight(), 0);
+    }
+
+    #[test]
+    fn batch_capacity_is_learnt_from_scrapes_that_show_a_queue() {
+        let r = PodRegistry::new();
+        r.sync(["a:1"]);
+        let pod = r.get("a:1").unwrap();
+        let scrape = |waiting, running| PodMetrics {
+            waiting,
+            running,
+            ..PodMetrics::idle()
+        };
+        pod.publish_metrics(scrape(0, 40));
+        assert_eq!(
+            pod.batch_capacity(),
+            None,
+            "no queue yet: a batch of 40 had room"
+        );
+        pod.publish_metrics(scrape(3, 64));
+        assert_eq!(pod.batch_capacity(), Some(64));
+        pod.publish_metrics(scrape(0, 10));
+        assert_eq!(
+            pod.batch_capacity(),
+            Some(64),
+            "a smaller batch proves nothing"
+        );
+        pod.publish_metrics(scrape(0, 80));
+        assert_eq!(pod.batch_capacity(), Some(80), "it held more than thought");
+        pod.publish_metrics(scrape(2, 50));
+        assert_eq!(
+            pod.batch_capacity(),
+            Some(50),
+            "full at 50 now (KV memory, say)"
+        );
+        assert_eq!(pod.view(true, None).batch_capacity, Some(50));
     }
 
     #[test]

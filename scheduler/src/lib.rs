@@ -9,6 +9,7 @@
 pub mod config;
 pub mod context;
 pub mod framework;
+pub mod load;
 pub mod plugins;
 pub mod pod;
 pub mod prefix;
@@ -19,6 +20,7 @@ mod scheduler;
 
 pub use config::{parse_object, ConfigError, HeaderNames, SchedulerConfig};
 pub use context::{Criticality, RequestContext, UnknownCriticality};
+pub use load::LoadEstimate;
 pub use pod::{CacheGeometry, PodMetrics, PodView};
 pub use registry::Registry;
 pub use request::{ApiKind, InferenceRequest, RequestError};

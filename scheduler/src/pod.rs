@@ -19,9 +19,23 @@ pub struct PodView<'a> {
     /// Requests this gateway has routed to the pod that have not finished yet.
     pub in_flight: u32,
     /// Requests this gateway routed to the pod since its metrics were scraped: the scrape
-    /// cannot show them yet, so the queue estimate adds them (a burst between two scrapes
-    /// must not all pick the same "least loaded" pod).
-    pub queued_since_scrape: u32,
+    /// cannot show them yet, so the load estimate ([`crate::LoadEstimate`]) adds them (a
+    /// burst between two scrapes must not all pick the same "least loaded" pod).
+    pub routed_since_scrape: u32,
+    /// Requests this gateway routed to the pod that finished since its metrics were scraped:
+    /// they left the pod, so the load estimate takes them off.
+    pub finished_since_scrape: u32,
+    /// How many requests the pod's batch holds, when it has shown it (the running count of a
+    /// scrape that also showed a queue). Unknown for a pod that never queued.
+    pub batch_capacity: Option<u32>,
+    /// The pod's latest scrape failed: its metrics are the last good ones, and what finished
+    /// since may have failed fast rather than been served (a dying pod answering errors), so
+    /// the load estimate gives it no credit for either.
+    pub scrape_failing: bool,
+    /// The caller's saturation rule finds the pod full (its queue or KV cache past the
+    /// thresholds). The `saturation` filter then prefers pods with room, and when none has
+    /// any weighs queue against the prefill a cached prefix saves.
+    pub full: bool,
 }
 
 impl<'a> PodView<'a> {
@@ -32,7 +46,11 @@ impl<'a> PodView<'a> {
             healthy: true,
             metrics: None,
             in_flight: 0,
-            queued_since_scrape: 0,
+            routed_since_scrape: 0,
+            finished_since_scrape: 0,
+            batch_capacity: None,
+            scrape_failing: false,
+            full: false,
         }
     }
 }
@@ -40,8 +58,8 @@ impl<'a> PodView<'a> {
 /// A model server's state from its metrics endpoint (vLLM names in brackets).
 #[derive(Clone, Debug)]
 pub struct PodMetrics {
-    /// Requests queued, not yet running (`vllm:num_requests_waiting`). The caller may add
-    /// what it routed to the pod since the scrape, so the queue estimate grows between scrapes.
+    /// Requests queued, not yet running (`vllm:num_requests_waiting`), at the scrape; see
+    /// [`crate::LoadEstimate`] for the estimate between scrapes.
     pub waiting: u32,
     /// Requests being decoded (`vllm:num_requests_running`).
     pub running: u32,

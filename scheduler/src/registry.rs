@@ -79,6 +79,11 @@ impl Registry {
                 .map(|f| Box::new(f) as Box<dyn Filter>)
                 .map_err(|m| p.error(m))
         });
+        r.register_filter("saturation", |p| {
+            filters::Saturation::new(Arc::clone(p.prefix_index), p.parse()?)
+                .map(|f| Box::new(f) as Box<dyn Filter>)
+                .map_err(|m| p.error(m))
+        });
         r.register_scorer("queue", |p| {
             scorers::Queue::from_parameters(p.parse()?)
                 .map(|s| Box::new(s) as Box<dyn Scorer>)

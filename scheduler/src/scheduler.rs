@@ -429,7 +429,7 @@ fn default_profile() -> ProfileConfig {
 }
 
 fn default_filters() -> Vec<PluginConfig> {
-    ["health", "stale-metrics", "hot-spot-guard"]
+    ["health", "stale-metrics", "saturation", "hot-spot-guard"]
         .into_iter()
         .map(|kind| PluginConfig {
             kind: kind.into(),

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use common::*;
 use scheduler::framework::{Filter, Picker, Scorer};
-use scheduler::plugins::filters::{Health, HotSpotGuard, StaleMetrics};
+use scheduler::plugins::filters::{Health, HotSpotGuard, Saturation, StaleMetrics};
 use scheduler::plugins::pickers::{MaxScore, WeightedRandom};
 use scheduler::plugins::scorers::{
     InFlight, KvCache, LoraAffinity, Prefix, PrefixMatches, Queue, SessionAffinity,
 };
 use scheduler::prefix::{PrefixConfig, PrefixIndex};
-use scheduler::PodMetrics;
+use scheduler::{PodMetrics, PodView};
 
 fn run(scorer: &dyn Scorer, pods: &[scheduler::PodView<'_>]) -> Vec<Option<f64>> {
     let mut cycle = cycle(facts(&[]));
@@ -56,11 +56,15 @@ fn queue_ties_all_score_one() {
 }
 
 #[test]
-fn queue_grows_by_what_was_routed_since_the_scrape() {
-    // Both scraped with 2 waiting; since then we sent 10 more to the first.
-    let m = metrics(2, 0.0);
+fn queue_grows_by_what_was_routed_since_the_scrape_to_a_full_pod() {
+    // Both scraped with 2 waiting behind a full batch of 4; since then we sent 10 more to the
+    // first, which must all wait too.
+    let m = PodMetrics {
+        running: 4,
+        ..metrics(2, 0.0)
+    };
     let mut pods = [pod(PODS[0], Some(&m)), pod(PODS[1], Some(&m))];
-    pods[0].queued_since_scrape = 10;
+    pods[0].routed_since_scrape = 10;
     assert_eq!(run(&Queue::default(), &pods), [Some(0.5), Some(1.0)]);
 }
 
@@ -345,4 +349,108 @@ fn weighted_random_follows_the_scores() {
         seen[WeightedRandom.pick(&cycle, &candidates(&pods), &[0.0; 3])] = true;
     }
     assert_eq!(seen, [true; 3]);
+}
+
+fn saturation_filter(index: &Arc<PrefixIndex>) -> Saturation {
+    Saturation::new(
+        Arc::clone(index),
+        serde_json::from_str("{}").expect("default parameters"),
+    )
+    .unwrap()
+}
+
+fn survivors(filter: &dyn Filter, pods: &[PodView<'_>], blocks: &[u64]) -> Vec<usize> {
+    let mut cands = candidates(pods);
+    filter.filter(&mut cycle(facts(blocks)), &mut cands);
+    cands.iter().map(|c| c.index).collect()
+}
+
+#[test]
+fn saturation_keeps_affinity_among_the_pods_with_room() {
+    let index = Arc::new(PrefixIndex::new(PrefixConfig::default()));
+    let blocks = [1, 2, 3, 4];
+    let m = metrics(0, 0.1);
+    let mut pods = [
+        pod(PODS[0], Some(&m)),
+        pod(PODS[1], Some(&m)),
+        pod(PODS[2], Some(&m)),
+    ];
+    index.record(&pods[1], &blocks);
+    pods[0].full = true;
+    let filter = saturation_filter(&index);
+    assert_eq!(
+        survivors(&filter, &pods, &blocks),
+        [1, 2],
+        "the full pod goes, the rest (with the prefix holder) are scored"
+    );
+}
+
+#[test]
+fn when_every_pod_is_full_the_cached_prefix_outweighs_a_slightly_longer_queue() {
+    let index = Arc::new(PrefixIndex::new(PrefixConfig::default()));
+    let blocks: Vec<u64> = (1..=10).collect();
+    // Batches of 4 full; the prefix holder has 7 waiting, the others 5 and 6.
+    let (holder, short, mid) = (
+        PodMetrics {
+            running: 4,
+            ..metrics(7, 0.5)
+        },
+        PodMetrics {
+            running: 4,
+            ..metrics(5, 0.5)
+        },
+        PodMetrics {
+            running: 4,
+            ..metrics(6, 0.5)
+        },
+    );
+    let mut pods = [
+        pod(PODS[0], Some(&short)),
+        pod(PODS[1], Some(&holder)),
+        pod(PODS[2], Some(&mid)),
+    ];
+    index.record(&pods[1], &blocks[..9]);
+    for p in &mut pods {
+        p.full = true;
+    }
+    let filter = saturation_filter(&index);
+    // Costs: 5 + 8, 7 + 8 × 0.1, 6 + 8: the holder.
+    assert_eq!(survivors(&filter, &pods, &blocks), [1]);
+
+    // A queue far longer than the prefill saved loses it: 20 + 0.8 against 5 + 8.
+    let swamped = PodMetrics {
+        running: 4,
+        ..metrics(20, 0.5)
+    };
+    pods[1].metrics = Some(&swamped);
+    assert_eq!(survivors(&filter, &pods, &blocks), [0]);
+
+    // Nobody holds anything: the shortest queue; equal costs all stay for the tie-break.
+    assert_eq!(survivors(&filter, &pods, &[99, 98]), [0]);
+    let same = [pods[0], pods[0]];
+    assert_eq!(survivors(&filter, &same, &[99]), [0, 1]);
+}
+
+#[test]
+fn saturation_prefill_weight_is_a_parameter() {
+    let index = Arc::new(PrefixIndex::new(PrefixConfig::default()));
+    let bad = Saturation::new(
+        Arc::clone(&index),
+        serde_json::from_str(r#"{"prefill_weight": -1}"#).unwrap(),
+    );
+    assert!(bad.is_err());
+    let zero = Saturation::new(
+        Arc::clone(&index),
+        serde_json::from_str(r#"{"prefill_weight": 0}"#).unwrap(),
+    )
+    .unwrap();
+    let (a, b) = (metrics(3, 0.9), metrics(2, 0.9));
+    let mut pods = [pod(PODS[0], Some(&a)), pod(PODS[1], Some(&b))];
+    index.record(&pods[0], &[5, 6]);
+    pods.iter_mut().for_each(|p| p.full = true);
+    assert_eq!(
+        survivors(&zero, &pods, &[5, 6]),
+        [1],
+        "weight 0: queue only, the cache is ignored"
+    );
 }

@@ -103,11 +103,9 @@ pub fn views<'a>(addresses: &'a [String], metrics: &'a [PodMetrics]) -> Vec<PodV
         .zip(metrics)
         .enumerate()
         .map(|(i, (address, m))| PodView {
-            address,
-            healthy: true,
             metrics: Some(m),
             in_flight: (i % 3) as u32,
-            queued_since_scrape: 0,
+            ..PodView::new(address)
         })
         .collect()
 }

@@ -11,13 +11,10 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct NoParameters {}
 
-/// A pod's queue: waiting requests as scraped plus what was routed to it since that scrape, or,
-/// before its first scrape, its requests in flight (the part of its queue we know). Requests
-/// already running in the batch are not queued: continuous batching is serving them.
+/// A candidate's estimated waiting requests ([`crate::LoadEstimate`]). Requests running in the
+/// batch are not queued: continuous batching is serving them.
 pub(crate) fn queued(candidate: &crate::framework::Candidate<'_>) -> f64 {
-    f64::from(candidate.metrics().map_or(candidate.pod.in_flight, |m| {
-        m.waiting.saturating_add(candidate.pod.queued_since_scrape)
-    }))
+    f64::from(crate::LoadEstimate::of(&candidate.pod).waiting)
 }
 
 /// Scores `values` so the smallest gets 1 and the largest 0, linearly; all equal get 1.

@@ -32,11 +32,8 @@ pub fn aged(mut m: PodMetrics, age: Duration) -> PodMetrics {
 
 pub fn pod<'a>(address: &'a str, metrics: Option<&'a PodMetrics>) -> PodView<'a> {
     PodView {
-        address,
-        healthy: true,
         metrics,
-        in_flight: 0,
-        queued_since_scrape: 0,
+        ..PodView::new(address)
     }
 }
 

@@ -6,9 +6,8 @@ use crate::plugins::queued;
 /// `hot-spot-guard`: when load is badly unbalanced, drops the overloaded pods so prefix
 /// affinity cannot pile more onto them. A pod is overloaded when its load exceeds the least
 /// loaded candidate's by more than `abs_threshold` requests and is more than `rel_threshold`
-/// times it. Load is the pod's queue (waiting requests, scraped plus routed since; in flight
-/// before the first scrape): requests running in the batch are being served and make no hot
-/// spot. (Counting them too made the guard break prefix affinity whenever the batches were
+/// times it. Load is the pod's estimated queue ([`crate::LoadEstimate`]'s waiting requests):
+/// requests running in the batch are being served and make no hot spot. (Counting them too made the guard break prefix affinity whenever the batches were
 /// merely unevenly full: 0.65 vs 0.73 hit ratio on the shared-prefix benchmark.)
 pub struct HotSpotGuard {
     abs_threshold: f64,

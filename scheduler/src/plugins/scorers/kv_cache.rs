@@ -1,6 +1,9 @@
 use crate::framework::{Candidate, Cycle, Scorer};
+use crate::LoadEstimate;
 
-/// `kv-cache`: the free fraction of the pod's KV cache (1 − usage). Unknown without metrics.
+/// `kv-cache`: the free fraction of the pod's KV cache (1 − usage), with the usage estimated
+/// between scrapes ([`LoadEstimate::kv_usage`]: requests routed since the scrape fill it, so a
+/// burst does not herd onto the pod that looked emptiest at the scrape). Unknown without metrics.
 pub struct KvCache;
 
 impl Scorer for KvCache {
@@ -15,14 +18,7 @@ impl Scorer for KvCache {
         scores: &mut [Option<f64>],
     ) {
         for (score, c) in scores.iter_mut().zip(candidates) {
-            *score = c.metrics().map(|m| {
-                let usage = if m.kv_usage.is_finite() {
-                    m.kv_usage
-                } else {
-                    1.0
-                };
-                1.0 - usage.clamp(0.0, 1.0)
-            });
+            *score = LoadEstimate::of(&c.pod).kv_usage.map(|usage| 1.0 - usage);
         }
     }
 }
