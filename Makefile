@@ -4,18 +4,22 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build venv test demo bench bench-overhead bench-scheduler bench-sim bench-scrape clean
+.PHONY: all build venv tools test demo bench bench-overhead bench-scheduler bench-sim bench-scrape clean
 
 all: build
 
 venv:
 	@scripts/setup-venv.sh
 
+# System tools the tests use beyond .venv (kubectl for deploy/kubernetes), from Debian if missing.
+tools:
+	@scripts/setup-tools.sh
+
 # One release build serves the module, the simulator and the tests (no second debug build).
 build:
 	$(CARGO) build --release --workspace --bins --lib
 
-test: venv build
+test: venv tools build
 	$(CARGO) test --release --workspace
 
 demo: venv build
