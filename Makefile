@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build venv tools test demo bench bench-overhead bench-scheduler bench-sim bench-scrape clean
+.PHONY: all build venv tools test image image-test demo bench bench-overhead bench-scheduler bench-sim bench-scrape clean
 
 all: build
 
@@ -21,6 +21,15 @@ build:
 
 test: venv tools build
 	$(CARGO) test --release --workspace
+
+# Container images from the Dockerfile (gateway, module, simulator), built offline with podman
+# from local bases (scripts/image-bases.sh, reused when present); needs root.
+image: venv build
+	scripts/image.sh
+
+# The gateway image against simulator pods: ready, prefix affinity, the module's metrics, drain.
+image-test: image
+	scripts/image-test.sh
 
 demo: venv build
 	scripts/demo.sh
