@@ -5,10 +5,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use integration::client::eventually;
+use integration::manifests::{find, parse_yaml, render, run};
 use integration::paths::{envoy_binary, module_dir, repo_root};
 use integration::{Backend, Envoy, EnvoyConfig, SseGate};
 use serde_json::Value;
@@ -18,58 +19,8 @@ const SIMULATOR: &str = "deploy/kubernetes/overlays/simulator";
 /// The oldest Kubernetes the manifests are meant for, and the newest the validator knows.
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.29.0", "1.37.0"];
 
-fn run(command: &mut Command) -> Output {
-    let shown = format!("{command:?}");
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("{shown}: {e} (run `make test`, which installs it)"))
-}
-
 fn venv_bin(name: &str) -> PathBuf {
     repo_root().join(".venv/bin").join(name)
-}
-
-/// `kubectl kustomize DIR` as YAML.
-fn render(dir: &str) -> String {
-    let out = run(Command::new("kubectl")
-        .arg("kustomize")
-        .arg(repo_root().join(dir)));
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {dir} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The objects of a multi-document YAML text, as JSON (PyYAML from .venv does the parsing).
-fn parse_yaml(yaml: &str) -> Vec<Value> {
-    let mut child = Command::new(venv_bin("python3"))
-        .args([
-            "-c",
-            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 in .venv");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "not YAML:\n{yaml}");
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    objects
-        .iter()
-        .find(|o| o["kind"] == kind && o["metadata"]["name"].as_str() == Some(name))
-        .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
 /// The ConfigMap of the Envoy config (its name carries a content hash).
