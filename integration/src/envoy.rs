@@ -230,6 +230,15 @@ impl Envoy {
 
     /// Starts Envoy; `Err` carries its log when it exits or never becomes ready.
     pub fn try_start(config: &EnvoyConfig) -> Result<Envoy, String> {
+        Self::try_start_edited(config, |yaml| yaml)
+    }
+
+    /// Starts Envoy on what `edit` makes of the generated config (e.g. [`strict_dns`]
+    /// membership); `Err` carries its log when it exits or never becomes ready.
+    pub fn try_start_edited(
+        config: &EnvoyConfig,
+        edit: impl FnOnce(String) -> String,
+    ) -> Result<Envoy, String> {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("envoy.yaml");
         let eds_path = config.eds.then(|| dir.path().join("eds.yaml"));
@@ -242,7 +251,7 @@ impl Envoy {
         }
         std::fs::write(
             &config_path,
-            config.yaml(eds_path.as_deref(), lds_path.as_deref()),
+            edit(config.yaml(eds_path.as_deref(), lds_path.as_deref())),
         )
         .unwrap();
         let admin_path = dir.path().join("admin.txt");
@@ -422,4 +431,47 @@ fn write_atomically(path: &std::path::Path, text: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Turns a generated config's static pool (`EnvoyConfig::eds` false) into a `STRICT_DNS` one:
+/// every A record of `name` is a member on `port`, `name` is resolved by the DNS server at
+/// `resolver` only, every `refresh_ms` whatever the records' TTL.
+pub fn strict_dns(
+    yaml: String,
+    name: &str,
+    port: u16,
+    resolver: std::net::SocketAddr,
+    refresh_ms: u64,
+) -> String {
+    const STATIC: &str = "      type: STATIC\n";
+    // The membership is the last part of the generated config.
+    let at = yaml
+        .find(STATIC)
+        .expect("a config with a static pool (EnvoyConfig::eds false)");
+    format!(
+        r#"{head}      cluster_type:
+        name: envoy.cluster.strict_dns
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.clusters.dns.v3.DnsCluster
+          dns_refresh_rate: {refresh_s}s
+          respect_dns_ttl: false
+          dns_lookup_family: V4_ONLY
+          typed_dns_resolver_config:
+            name: envoy.network.dns_resolver.cares
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig
+              resolvers: [{{ socket_address: {{ address: {ip}, port_value: {resolver_port} }} }}]
+              use_resolvers_as_fallback: false
+              dns_resolver_options: {{ no_default_search_domain: true }}
+      load_assignment:
+        cluster_name: inference_pool
+        endpoints:
+          - lb_endpoints:
+              - endpoint: {{ address: {{ socket_address: {{ address: {name}, port_value: {port} }} }} }}
+"#,
+        head = &yaml[..at],
+        ip = resolver.ip(),
+        resolver_port = resolver.port(),
+        refresh_s = refresh_ms as f64 / 1000.0,
+    )
 }

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod client;
 pub mod envoy;
+pub mod manifests;
 pub mod paths;
 
 pub use backend::{Backend, SseGate};
