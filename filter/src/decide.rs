@@ -1,6 +1,8 @@
 //! One scheduling decision: the pool's members and their live state, handed to the scheduler.
 
 use std::sync::Arc;
+
+use smallvec::SmallVec;
 use std::time::Instant;
 
 use pods::PodState;
@@ -10,6 +12,9 @@ use scheduler::{
 
 use crate::pool::{Condition, Health, Pool};
 use crate::saturation::SaturationConfig;
+
+/// Pools up to this size are decided without a heap allocation for the per-pod lists.
+const INLINE_PODS: usize = 16;
 
 /// The pod chosen for a request.
 pub struct Choice {
@@ -69,28 +74,26 @@ pub fn decide(
     };
 
     let members = pool.members();
+    if members.pods.is_empty() {
+        return Ok(None);
+    }
     let now = Instant::now();
-    let states: Vec<(Arc<PodState>, bool)> = members
+    // On the stack for pools of up to `INLINE_PODS` pods: no heap allocation per request.
+    let metrics: SmallVec<[_; INLINE_PODS]> = members.pods.iter().map(|p| p.metrics()).collect();
+    let mut views: SmallVec<[PodView<'_>; INLINE_PODS]> = members
+        .snapshot
         .members
         .iter()
-        .filter_map(|m| {
-            let state = pool.pods().get(&m.address)?;
+        .zip(&members.pods)
+        .zip(&metrics)
+        .map(|((member, state), metrics)| {
             // Envoy's health checks and outlier detection, and what we saw ourselves: a pod
             // whose /metrics keeps refusing or timing out is most likely down too, and one
             // failing request after request is paused.
-            let healthy =
-                m.health != Health::Unhealthy && pool.condition(&state, now) == Condition::Serving;
-            Some((state, healthy))
+            let healthy = member.health != Health::Unhealthy
+                && pool.condition(state, now) == Condition::Serving;
+            state.view(healthy, metrics.as_deref())
         })
-        .collect();
-    if states.is_empty() {
-        return Ok(None);
-    }
-    let metrics: Vec<_> = states.iter().map(|(s, _)| s.metrics()).collect();
-    let mut views: Vec<PodView<'_>> = states
-        .iter()
-        .zip(&metrics)
-        .map(|((state, healthy), metrics)| state.view(*healthy, metrics.as_deref()))
         .collect();
     for view in &mut views {
         view.full = saturation.is_saturated(view);
@@ -106,8 +109,9 @@ pub fn decide(
     }
     match scheduler.schedule(request, &views, &context) {
         Ok(decision) => {
-            let pod = Arc::clone(&states[decision.pod].0);
+            let pod = Arc::clone(&members.pods[decision.pod]);
             let pool_unhealthy = members
+                .snapshot
                 .members
                 .iter()
                 .all(|m| m.health == Health::Unhealthy);

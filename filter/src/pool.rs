@@ -57,10 +57,18 @@ impl PoolSnapshot {
     }
 }
 
+/// The members as the filter routes to them: Envoy's snapshot, and each member's pod state
+/// (same order), resolved once per membership change rather than per request.
+#[derive(Default)]
+pub struct Members {
+    pub snapshot: PoolSnapshot,
+    pub pods: Vec<Arc<PodState>>,
+}
+
 pub struct Pool {
     cluster: Box<str>,
     config: PoolConfig,
-    members: ArcSwap<PoolSnapshot>,
+    members: ArcSwap<Members>,
     pods: Arc<PodRegistry>,
     index: Arc<PrefixIndex>,
     /// Serialises membership updates (every LB instance of the cluster publishes the same
@@ -80,7 +88,7 @@ impl Pool {
     pub fn new(cluster: &str, config: PoolConfig) -> Pool {
         Pool {
             cluster: cluster.into(),
-            members: ArcSwap::from_pointee(PoolSnapshot::default()),
+            members: ArcSwap::from_pointee(Members::default()),
             pods: Arc::new(PodRegistry::new()),
             index: Arc::new(PrefixIndex::new(config.prefix_index.clone())),
             writer: Mutex::new(()),
@@ -105,7 +113,7 @@ impl Pool {
         &self.config
     }
 
-    pub fn members(&self) -> arc_swap::Guard<Arc<PoolSnapshot>> {
+    pub fn members(&self) -> arc_swap::Guard<Arc<Members>> {
         self.members.load()
     }
 
@@ -120,13 +128,18 @@ impl Pool {
     /// Publishes `snapshot` as the current members. Cheap when nothing changed, the common case.
     /// Pods that left are dropped from the pod registry and from the prefix index.
     pub fn publish(&self, snapshot: PoolSnapshot) {
-        if **self.members.load() == snapshot {
+        if self.members.load().snapshot == snapshot {
             return;
         }
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         self.pods
             .sync(snapshot.members.iter().map(|m| m.address.as_str()));
-        self.members.store(Arc::new(snapshot));
+        let pods = snapshot
+            .members
+            .iter()
+            .map(|m| self.pods.get(&m.address).expect("synced just now"))
+            .collect();
+        self.members.store(Arc::new(Members { snapshot, pods }));
         // After the registry changed, so a route recorded for a pod while it was leaving is
         // caught too: the index keeps exactly the members.
         let pods = &self.pods;
@@ -236,7 +249,11 @@ mod tests {
             ],
         });
         let snap = pool.members();
-        let routable: Vec<_> = snap.routable().map(|m| m.address.as_str()).collect();
+        let routable: Vec<_> = snap
+            .snapshot
+            .routable()
+            .map(|m| m.address.as_str())
+            .collect();
         assert_eq!(routable, ["2.2.2.2:2"]);
     }
 

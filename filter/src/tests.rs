@@ -356,7 +356,8 @@ fn membership_is_published_for_the_filter() {
     let mut lb = lb_policy();
     lb.on_membership_update(&c);
     let pool = pools::find("lb-publish").unwrap();
-    let snap = pool.members();
+    let members = pool.members();
+    let snap = &members.snapshot;
     assert_eq!(snap.members.len(), 2);
     assert_eq!(snap.routable().count(), 1);
 }
