@@ -37,6 +37,9 @@ pub struct FilterConfig {
     /// Whether the response carries `x-inference-scheduler-decision`: the profile, each
     /// scorer's score for the chosen pod and the predicted prefix hits (for debugging).
     pub decision_header: bool,
+    /// Whether the text a pod generates is learned as it streams back: the next turn of a
+    /// conversation then finds its whole history (prompt and answers) cached on that pod.
+    pub learn_answers: bool,
     /// The scheduler: profiles, plugins, weights (see scheduler/README.md). Absent or `null`:
     /// queue 1, KV-cache 1, prefix 1. Parsed by `from_json` into `scheduler_config`.
     scheduler: serde_json::Value,
@@ -55,6 +58,7 @@ impl Default for FilterConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             response_header: true,
             decision_header: false,
+            learn_answers: true,
             scheduler: serde_json::Value::Null,
             scheduler_config: SchedulerConfig::default(),
             pod_metrics: None,

@@ -36,6 +36,8 @@ pub trait EnvoyHttpFilter {
     fn request_body_size(&self) -> u64;
     /// Appends every request body byte Envoy holds (buffered, then the current chunk) to `out`.
     fn read_request_body(&self, out: &mut Vec<u8>);
+    /// Calls `visit` with the response body chunk being passed on, in place (response hooks).
+    fn visit_response_chunk(&self, visit: &mut dyn FnMut(&[u8]));
     /// Ends the stream with a local reply.
     fn send_response(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8], details: &str);
     /// The cluster the matched route sends to.

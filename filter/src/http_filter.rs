@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use pods::InFlight;
+use pods::{InFlight, PodState};
+use scheduler::answer::{AnswerFormat, AnswerReader};
 use scheduler::request::{self, ApiKind};
 use scheduler::Scheduler;
 
@@ -72,6 +73,8 @@ pub struct InferenceFilter {
     phase: Phase,
     /// Set with `Phase::Routed`.
     routed: Option<Routed>,
+    /// The answer being read as it streams back, and the pod generating it.
+    answer: Option<(AnswerReader, Arc<PodState>)>,
     /// Counts this request against the pod serving it until the stream ends, however it ends:
     /// dropped with the filter.
     in_flight: Option<InFlight>,
@@ -83,6 +86,7 @@ impl InferenceFilter {
             config,
             phase: Phase::PassThrough,
             routed: None,
+            answer: None,
             in_flight: None,
         }
     }
@@ -200,6 +204,18 @@ impl InferenceFilter {
         if let Some(pod) = &served_by {
             pool.record_answer(pod, !server_error);
         }
+        let ok = envoy.response_header(":status") == Some(b"200");
+        let format = envoy
+            .response_header("content-type")
+            .and_then(AnswerFormat::for_content_type);
+        if let (true, true, Some(format), Some(pod)) =
+            (self.config.filter.learn_answers, ok, format, &served_by)
+        {
+            self.answer = routed
+                .scheduler
+                .learn_answer(&routed.choice.decision)
+                .map(|blocks| (AnswerReader::new(blocks, format), Arc::clone(pod)));
+        }
         if self.config.filter.response_header {
             let named = match (&stranger, &served_by) {
                 (Some(address), _) => address.as_str(),
@@ -212,6 +228,27 @@ impl InferenceFilter {
             envoy.set_response_header(DECISION_HEADER, &routed.choice.decision.to_string());
         }
         HeadersStatus::Continue
+    }
+
+    /// Reads the answer out of the response as it passes; at its end, the pod that generated
+    /// it is known to hold it too.
+    pub fn on_response_body(&mut self, envoy: &mut impl EnvoyHttpFilter, end_of_stream: bool) {
+        let Some((reader, _)) = &mut self.answer else {
+            return;
+        };
+        envoy.visit_response_chunk(&mut |chunk| reader.feed(chunk));
+        if !end_of_stream {
+            return;
+        }
+        let (Some((reader, pod)), Some(routed)) = (self.answer.take(), &self.routed) else {
+            return;
+        };
+        if let Some(blocks) = reader.finish() {
+            let metrics = pod.metrics();
+            routed
+                .scheduler
+                .record_answer(&pod.view(true, metrics.as_deref()), &blocks);
+        }
     }
 
     /// Parses the buffered body and picks the pod. Returns false when it answered locally.

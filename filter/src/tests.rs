@@ -36,8 +36,11 @@ struct FakeStream {
     cluster: Option<String>,
     upstream: Option<String>,
     override_host: Option<String>,
-    /// The upstream response's `:status`.
+    /// The upstream response's `:status` and `content-type`.
     status: Option<Vec<u8>>,
+    content_type: Option<Vec<u8>>,
+    /// The response body chunk being passed on.
+    response_chunk: Vec<u8>,
 }
 
 impl FakeStream {
@@ -61,7 +64,11 @@ impl FakeStream {
 
 impl EnvoyHttpFilter for FakeStream {
     fn response_header(&self, name: &str) -> Option<&[u8]> {
-        (name == ":status").then_some(self.status.as_deref()?)
+        match name {
+            ":status" => self.status.as_deref(),
+            "content-type" => self.content_type.as_deref(),
+            _ => None,
+        }
     }
     fn request_header(&self, name: &str) -> Option<&[u8]> {
         self.request_headers.get(name).map(Vec::as_slice)
@@ -80,6 +87,9 @@ impl EnvoyHttpFilter for FakeStream {
     }
     fn request_body_size(&self) -> u64 {
         self.body.len() as u64
+    }
+    fn visit_response_chunk(&self, visit: &mut dyn FnMut(&[u8])) {
+        visit(&self.response_chunk);
     }
     fn read_request_body(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.body);
@@ -739,4 +749,58 @@ fn a_pod_failing_requests_in_a_row_is_paused_and_a_retry_elsewhere_counts_agains
     let before = pool.pods().get(b).unwrap().answers().failed();
     answer("moved", Some(a), "200");
     assert_eq!(pool.pods().get(b).unwrap().answers().failed(), before + 1);
+}
+
+#[test]
+fn a_streamed_answer_is_learned_for_the_next_turn() {
+    let pool = publish("t-answer", healthy(&["127.0.0.1:20081", "127.0.0.1:20082"]));
+    let system = "You are a patient teacher of computer science. ".repeat(4);
+    let turn = |body: String, answer: Option<&str>| {
+        let mut f = filter(r#"{"decision_header": true}"#);
+        let mut s = FakeStream::post("/v1/chat/completions", "t-answer");
+        run(&mut f, &mut s, &body);
+        let chosen = f.routed_to().unwrap().to_owned();
+        s.upstream = Some(chosen.clone());
+        s.status = Some(b"200".to_vec());
+        s.content_type = Some(b"text/event-stream".to_vec());
+        f.on_response_headers(&mut s);
+        if let Some(answer) = answer {
+            let (a, b) = answer.split_at(answer.len() / 2);
+            for (piece, end) in [(a, false), (b, true)] {
+                s.response_chunk = format!(
+                    "data: {}\n\n",
+                    serde_json::json!({"choices":[{"index":0,"delta":{"content":piece}}]})
+                )
+                .into_bytes();
+                f.on_response_body(&mut s, end);
+            }
+        }
+        (
+            chosen,
+            s.response_headers[crate::config::DECISION_HEADER].clone(),
+        )
+    };
+    let messages = |extra: &str| {
+        format!(
+            r#"{{"model":"m","messages":[{{"role":"system","content":"{system}"}},{{"role":"user","content":"What is a cache, in a few words?"}}{extra}]}}"#
+        )
+    };
+    let answer = "A cache keeps recently used data close, so the next use is fast and cheap.";
+    let (first_pod, _) = turn(messages(""), Some(answer));
+    let next = messages(&format!(
+        r#",{{"role":"assistant","content":"{answer}"}},{{"role":"user","content":"And an LRU?"}}"#
+    ));
+    let (pod, decision) = turn(next.clone(), None);
+    assert_eq!(pod, first_pod);
+    // Every full block up to the new question was predicted cached: the answer's too.
+    let hits: u32 = decision
+        .rsplit_once(" prefix=")
+        .and_then(|(_, p)| p.split_once('/'))
+        .and_then(|(h, _)| h.parse().ok())
+        .unwrap();
+    let request = scheduler::request::parse(next.as_bytes(), scheduler::ApiKind::Chat).unwrap();
+    let text = request.prompt_text();
+    let before_question = text.find("user: And an LRU?").unwrap();
+    assert_eq!(hits as usize, before_question / 64, "{decision}");
+    drop(pool);
 }

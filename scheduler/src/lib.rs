@@ -6,6 +6,7 @@
 //! in a shared [`prefix::PrefixIndex`]. Everything here is unit-tested and benchmarked without
 //! Envoy; the `filter` crate adapts it to Envoy's dynamic-module ABI.
 
+pub mod answer;
 pub mod config;
 pub mod context;
 pub mod framework;

@@ -13,7 +13,7 @@ use crate::context::{Criticality, RequestContext};
 use crate::framework::{Candidate, Cycle, CycleState, Filter, Picker, RequestFacts, Scorer};
 use crate::plugins::scorers::PrefixMatches;
 use crate::pod::PodView;
-use crate::prefix::{BlockHasher, PrefixIndex};
+use crate::prefix::{AnswerBlocks, BlockHasher, ChainEnd, PrefixIndex};
 use crate::registry::Registry;
 use crate::rendezvous;
 use crate::request::InferenceRequest;
@@ -73,6 +73,8 @@ pub struct Decision {
     pub candidates: usize,
     pub criticality: Criticality,
     blocks: Vec<u64>,
+    /// Where the prompt's chain ended and how an answer continues it, to learn the answer.
+    answer_start: Option<(ChainEnd, (&'static str, &'static str))>,
 }
 
 impl Decision {
@@ -243,6 +245,19 @@ impl Scheduler {
         self.index.record(pod, &decision.blocks);
     }
 
+    /// Hashing of the answer a pod generates for `decision`'s request, so the blocks the next
+    /// turn of a conversation shares with this one are known before it arrives. `None` when
+    /// the prompt filled `max_blocks` or cannot be continued as text (token ids).
+    pub fn learn_answer(&self, decision: &Decision) -> Option<AnswerBlocks> {
+        let (end, framing) = decision.answer_start.as_ref()?;
+        Some(self.hasher.continue_after(end, *framing))
+    }
+
+    /// Records the answer's blocks for the pod that generated it.
+    pub fn record_answer(&self, pod: &PodView<'_>, answer: &AnswerBlocks) {
+        self.index.record(pod, answer.hashes());
+    }
+
     /// Forgets a pod that left the pool: its prefix-index entries are dropped.
     pub fn forget_pod(&self, address: &str) {
         self.index.forget(address);
@@ -325,6 +340,7 @@ impl Scheduler {
             request_blocks: blocks.hashes.len() as u32,
             candidates: candidates.len(),
             criticality: context.criticality,
+            answer_start: blocks.end.zip(request.answer_framing()),
             blocks: blocks.hashes,
         })
     }

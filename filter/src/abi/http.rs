@@ -44,6 +44,11 @@ impl Handle {
     }
 
     fn append_chunks(&self, body_type: u32, out: &mut Vec<u8>) {
+        self.visit_chunks(body_type, &mut |bytes| out.extend_from_slice(bytes));
+    }
+
+    /// Calls `visit` with each chunk of `body_type`, in place.
+    fn visit_chunks(&self, body_type: u32, visit: &mut dyn FnMut(&[u8])) {
         // SAFETY: Envoy fills exactly `count` buffers that stay valid until the hook returns.
         unsafe {
             let count = envoy_dynamic_module_callback_http_get_body_chunks_size(self.0, body_type);
@@ -61,7 +66,7 @@ impl Handle {
             }
             for chunk in &chunks {
                 if let Some(bytes) = envoy_bytes(chunk) {
-                    out.extend_from_slice(bytes);
+                    visit(bytes);
                 }
             }
         }
@@ -144,6 +149,10 @@ impl EnvoyHttpFilter for Handle {
             }
             size as u64
         }
+    }
+
+    fn visit_response_chunk(&self, visit: &mut dyn FnMut(&[u8])) {
+        self.visit_chunks(BODY_RECEIVED_RESPONSE, visit);
     }
 
     fn read_request_body(&self, out: &mut Vec<u8>) {
@@ -441,14 +450,24 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     )
 }
 
-// Response bodies (SSE streams included) and trailers pass through untouched.
+// Response bodies (SSE streams included) pass through as they come; the filter only reads
+// them (to learn the answer). Trailers pass through untouched.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
-    _: EnvoyPtr,
-    _: ModulePtr,
-    _: bool,
+    envoy: EnvoyPtr,
+    module: ModulePtr,
+    end_of_stream: bool,
 ) -> u32 {
-    BODY_CONTINUE
+    // SAFETY: `module` is this stream's `GuardedStream` (see `stream`).
+    unsafe { stream(module) }.response(
+        &mut Handle(envoy),
+        "response_body",
+        BODY_CONTINUE,
+        |f, h| {
+            f.on_response_body(h, end_of_stream);
+            BODY_CONTINUE
+        },
+    )
 }
 
 #[no_mangle]

@@ -66,6 +66,7 @@ pub const HEADER_RESPONSE: u32 = 2;
 // envoy_dynamic_module_type_http_body_type
 pub const BODY_RECEIVED_REQUEST: u32 = 0;
 pub const BODY_BUFFERED_REQUEST: u32 = 1;
+pub const BODY_RECEIVED_RESPONSE: u32 = 2;
 
 // envoy_dynamic_module_type_log_level
 pub const LOG_INFO: u32 = 2;

@@ -22,6 +22,50 @@ pub struct RequestBlocks {
     /// The key replicas break ties on: the first block's hash, or for a prompt shorter than one
     /// block, the hash of the model and the whole prompt.
     pub route_key: u64,
+    /// Where the chain stands after the prompt, to go on hashing what the pod generates; `None`
+    /// when the prompt already filled `max_blocks`.
+    pub end: Option<ChainEnd>,
+}
+
+/// The end of a prompt's chain: the last hash and the bytes of the unfinished block. The text
+/// a pod generates continues its prompt in its cache, so hashing it from here gives the blocks
+/// the next turn of a conversation will share (see [`AnswerBlocks`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChainEnd {
+    previous: u64,
+    partial: Vec<u8>,
+    blocks: usize,
+}
+
+/// Blocks of generated text, chained onto its prompt's: fed piece by piece as a response
+/// streams, bounded by `max_blocks` for prompt and answer together.
+#[derive(Debug)]
+pub struct AnswerBlocks {
+    chain: Chain,
+    /// Text that closes the answer in the next request's serialisation.
+    suffix: &'static str,
+}
+
+impl AnswerBlocks {
+    pub fn feed(&mut self, text: &str) {
+        let _ = self.chain.feed(text.as_bytes());
+    }
+
+    /// The answer is complete: closes it as the next request will show it.
+    pub fn finish(&mut self) {
+        let _ = self.chain.feed(self.suffix.as_bytes());
+        self.suffix = "";
+    }
+
+    /// Whether more text can still make blocks (false once `max_blocks` is reached).
+    pub fn wants_more(&self) -> bool {
+        !self.chain.full()
+    }
+
+    /// The new full blocks' hashes, in order.
+    pub fn hashes(&self) -> &[u64] {
+        &self.chain.hashes
+    }
 }
 
 /// Splits prompts into `block_size`-byte blocks (characters, for ASCII text).
@@ -35,40 +79,65 @@ impl BlockHasher {
     /// The block hashes of `request`'s prompt under `model` (the model or adapter name the
     /// request names). Reads only as much of the prompt as `max_blocks` blocks need.
     pub fn hash_request(&self, model: &str, request: &InferenceRequest<'_>) -> RequestBlocks {
-        let mut chain = Chain::new(self, model);
+        let mut chain = Chain::new(*self, model);
         request.visit_prompt(|piece| chain.feed(piece.as_bytes()));
         chain.finish()
     }
 
     /// The block hashes of a plain text prompt.
     pub fn hash_text(&self, model: &str, text: &str) -> RequestBlocks {
-        let mut chain = Chain::new(self, model);
+        let mut chain = Chain::new(*self, model);
         let _ = chain.feed(text.as_bytes());
         chain.finish()
+    }
+
+    /// Hashing of what a pod generates after the prompt that ended at `end`, framed as
+    /// `prefix` … `suffix` (see `InferenceRequest::answer_framing`).
+    pub fn continue_after(
+        &self,
+        end: &ChainEnd,
+        (prefix, suffix): (&'static str, &'static str),
+    ) -> AnswerBlocks {
+        let mut answer = AnswerBlocks {
+            chain: Chain {
+                hasher: *self,
+                previous: end.previous,
+                hashes: Vec::new(),
+                partial: end.partial.clone(),
+                before: end.blocks,
+            },
+            suffix,
+        };
+        answer.feed(prefix);
+        answer
     }
 }
 
 /// Hashing state across prompt pieces; a block may straddle pieces (chat messages).
-struct Chain<'h> {
-    hasher: &'h BlockHasher,
+#[derive(Debug)]
+struct Chain {
+    hasher: BlockHasher,
     previous: u64,
     hashes: Vec<u64>,
     /// Bytes of a block begun in an earlier piece; empty for single-string prompts.
     partial: Vec<u8>,
+    /// Blocks hashed before this chain went on (the prompt's, for an answer).
+    before: usize,
 }
 
-impl<'h> Chain<'h> {
-    fn new(hasher: &'h BlockHasher, model: &str) -> Self {
+impl Chain {
+    fn new(hasher: BlockHasher, model: &str) -> Self {
         Chain {
             hasher,
             previous: xxh3_64_with_seed(model.as_bytes(), CHAIN_SEED),
             hashes: Vec::new(),
             partial: Vec::new(),
+            before: 0,
         }
     }
 
     fn full(&self) -> bool {
-        self.hashes.len() >= self.hasher.max_blocks
+        self.before + self.hashes.len() >= self.hasher.max_blocks
     }
 
     fn push(&mut self, block: &[u8]) {
@@ -116,9 +185,15 @@ impl<'h> Chain<'h> {
             Some(&first) => first,
             None => xxh3_64_with_seed(&self.partial, self.previous),
         };
+        let end = (!self.full()).then_some(ChainEnd {
+            previous: self.previous,
+            blocks: self.hashes.len(),
+            partial: self.partial,
+        });
         RequestBlocks {
             hashes: self.hashes,
             route_key,
+            end,
         }
     }
 }
@@ -184,6 +259,68 @@ mod tests {
         let joined = hasher.hash_text("m", &req.prompt_text());
         assert_eq!(streamed, joined);
         assert_eq!(streamed.hashes.len(), req.prompt_text().len() / 4);
+    }
+
+    #[test]
+    fn an_answer_continues_its_prompts_chain() {
+        let hasher = BlockHasher {
+            block_size: 4,
+            max_blocks: 256,
+        };
+        let prompt = hasher.hash_text("m", "aaaabb");
+        let mut answer = hasher.continue_after(prompt.end.as_ref().unwrap(), ("", ""));
+        answer.feed("bbcc");
+        answer.feed("ccdd");
+        answer.finish();
+        // The next turn's prompt is the prompt and the answer: its blocks are the union.
+        let next = hasher.hash_text("m", "aaaabbbbccccdd");
+        assert_eq!(prompt.hashes, next.hashes[..1]);
+        assert_eq!(answer.hashes(), &next.hashes[1..]);
+    }
+
+    #[test]
+    fn an_answer_stops_at_max_blocks_for_prompt_and_answer_together() {
+        let prompt = HASHER.hash_text("m", "aaaabbbbc");
+        let mut answer = HASHER.continue_after(prompt.end.as_ref().unwrap(), ("", ""));
+        answer.feed(&"x".repeat(100));
+        assert_eq!(answer.hashes().len(), 1);
+        assert!(!answer.wants_more());
+        assert!(HASHER.hash_text("m", &"y".repeat(100)).end.is_none());
+    }
+
+    #[test]
+    fn a_chat_answer_continues_as_the_next_turns_assistant_message() {
+        let hasher = BlockHasher {
+            block_size: 8,
+            max_blocks: 256,
+        };
+        let turn = |messages: &str| {
+            let body = format!(r#"{{"messages":[{messages}]}}"#);
+            let req = parse(body.as_bytes(), ApiKind::Chat).unwrap();
+            (
+                hasher.hash_request("m", &req),
+                req.answer_framing().unwrap(),
+            )
+        };
+        let first = r#"{"role":"system","content":"be brief and kind"},{"role":"user","content":"what is a cache?"}"#;
+        let (prompt, framing) = turn(first);
+        let mut answer = hasher.continue_after(prompt.end.as_ref().unwrap(), framing);
+        for piece in ["A cache keeps ", "recent data close ", "at hand."] {
+            answer.feed(piece);
+        }
+        answer.finish();
+        let second = format!(
+            r#"{first},{{"role":"assistant","content":"A cache keeps recent data close at hand."}},{{"role":"user","content":"and an LRU?"}}"#
+        );
+        let (next, _) = turn(&second);
+        let learned: Vec<u64> = prompt
+            .hashes
+            .iter()
+            .chain(answer.hashes())
+            .copied()
+            .collect();
+        assert!(learned.len() < next.hashes.len());
+        assert_eq!(learned, next.hashes[..learned.len()]);
     }
 
     #[test]

@@ -5,6 +5,6 @@ mod blocks;
 mod index;
 mod lru;
 
-pub use blocks::{BlockHasher, RequestBlocks};
+pub use blocks::{AnswerBlocks, BlockHasher, ChainEnd, RequestBlocks};
 pub use index::{IndexSnapshot, PrefixConfig, PrefixIndex};
 pub use lru::BlockLru;

@@ -165,6 +165,18 @@ impl InferenceRequest<'_> {
         ControlFlow::Continue(())
     }
 
+    /// How the text a pod generates for this request continues its serialised prompt in the
+    /// next request of the conversation: for chat, an `assistant` message (`"assistant: "`,
+    /// the answer, `"\n"`, as `visit` writes messages); for a text prompt, the answer follows
+    /// it directly. `None` for token-id prompts, which text cannot continue.
+    pub fn answer_framing(&self) -> Option<(&'static str, &'static str)> {
+        match &self.input {
+            Input::Prompt(_) => Some(("", "")),
+            Input::Messages(_) => Some(("assistant: ", "\n")),
+            Input::Tokens(_) => None,
+        }
+    }
+
     /// The text the model server will see first, for prefix affinity. Borrowed when the prompt
     /// is one string; otherwise a deterministic serialisation (role and text of every message,
     /// each part of a list), identical on every replica for the same body.
