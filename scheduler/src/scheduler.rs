@@ -6,11 +6,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
+use smallvec::{smallvec, SmallVec};
+
 use crate::config::{
     ConfigError, HeaderNames, PluginConfig, ProfileConfig, SchedulerConfig, ScorerConfig,
 };
 use crate::context::{Criticality, RequestContext};
-use crate::framework::{Candidate, Cycle, CycleState, Filter, Picker, RequestFacts, Scorer};
+use crate::framework::{
+    Candidate, Candidates, Cycle, CycleState, Filter, Picker, RequestFacts, Scorer, INLINE_PODS,
+};
 use crate::plugins::scorers::PrefixMatches;
 use crate::pod::PodView;
 use crate::prefix::{AnswerBlocks, BlockHasher, ChainEnd, PrefixIndex};
@@ -64,7 +68,7 @@ pub struct Decision {
     /// The chosen pod's weighted score (weighted mean of the scorers that scored it).
     pub total: f64,
     /// The chosen pod's score from each scorer of the profile.
-    pub scores: Vec<ScoreDetail>,
+    pub scores: SmallVec<[ScoreDetail; 4]>,
     /// Leading blocks of the prompt the chosen pod probably has cached.
     pub prefix_hit_blocks: u32,
     /// Blocks the prompt was split into (capped by `prefix_index.max_blocks`).
@@ -295,7 +299,7 @@ impl Scheduler {
             state: CycleState::default(),
         };
 
-        let mut candidates: Vec<Candidate<'_>> = pods
+        let mut candidates: Candidates<'_> = pods
             .iter()
             .enumerate()
             .map(|(index, pod)| Candidate { index, pod: *pod })
@@ -309,7 +313,13 @@ impl Scheduler {
 
         let (pod, basis, total, scores, prefix_hit) = if candidates.is_empty() {
             let pod = least_in_flight(pods, blocks.route_key);
-            (pod, Basis::LeastInFlightFallback, 0.0, Vec::new(), None)
+            (
+                pod,
+                Basis::LeastInFlightFallback,
+                0.0,
+                SmallVec::new(),
+                None,
+            )
         } else {
             let (chosen, total, scores) = score_and_pick(profile, &mut cycle, &candidates);
             let prefix_hit = cycle.state.get::<PrefixMatches>().map(|m| m.0[chosen]);
@@ -378,13 +388,15 @@ fn score_and_pick(
     profile: &Profile,
     cycle: &mut Cycle<'_>,
     candidates: &[Candidate<'_>],
-) -> (usize, f64, Vec<ScoreDetail>) {
+) -> (usize, f64, SmallVec<[ScoreDetail; 4]>) {
     let n = candidates.len();
-    let mut matrix: Vec<Option<f64>> = vec![None; profile.scorers.len() * n];
+    // Room for four scorers over a pool of `INLINE_PODS` on the stack.
+    let mut matrix: SmallVec<[Option<f64>; 4 * INLINE_PODS]> =
+        smallvec![None; profile.scorers.len() * n];
     for ((scorer, _), scores) in profile.scorers.iter().zip(matrix.chunks_mut(n)) {
         scorer.score(cycle, candidates, scores);
     }
-    let totals: Vec<f64> = (0..n)
+    let totals: SmallVec<[f64; INLINE_PODS]> = (0..n)
         .map(|c| {
             let (mut sum, mut weights) = (0.0, 0.0);
             for ((_, weight), scores) in profile.scorers.iter().zip(matrix.chunks(n)) {

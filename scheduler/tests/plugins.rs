@@ -123,7 +123,7 @@ fn prefix_scores_the_held_share_and_publishes_matches() {
     assert_eq!(scores, [Some(1.0), Some(0.5), Some(0.0)]);
     assert_eq!(
         cycle.state.get::<PrefixMatches>(),
-        Some(&PrefixMatches(vec![4, 2, 0]))
+        Some(&PrefixMatches([4, 2, 0].into_iter().collect()))
     );
 }
 
@@ -212,7 +212,7 @@ fn filtered<'a>(
     let mut cycle = cycle(facts(&[]));
     let mut candidates = candidates(pods);
     filter.filter(&mut cycle, &mut candidates);
-    candidates
+    candidates.into_vec()
 }
 
 #[test]

@@ -4,11 +4,13 @@
 
 use std::any::{Any, TypeId};
 
+use smallvec::SmallVec;
+
 /// A map from type to one value of that type, alive for one scheduling cycle.
 #[derive(Default)]
 pub struct CycleState {
-    // A handful of entries at most: a vector beats a hash map here.
-    entries: Vec<(TypeId, Box<dyn Any + Send + Sync>)>,
+    // A handful of entries at most: a short list beats a hash map here, and on the stack.
+    entries: SmallVec<[(TypeId, Box<dyn Any + Send + Sync>); 4]>,
 }
 
 impl CycleState {

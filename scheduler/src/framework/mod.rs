@@ -5,10 +5,18 @@ mod cycle_state;
 
 use std::time::Instant;
 
+use smallvec::SmallVec;
+
 pub use cycle_state::CycleState;
 
 use crate::context::Criticality;
 use crate::pod::{PodMetrics, PodView};
+
+/// Pools up to this size are scheduled without a heap allocation for per-pod lists.
+pub const INLINE_PODS: usize = 16;
+
+/// The candidates of a cycle, on the stack for pools of up to [`INLINE_PODS`] pods.
+pub type Candidates<'a> = SmallVec<[Candidate<'a>; INLINE_PODS]>;
 
 /// A pod still in the running, by its position in the caller's pod list.
 #[derive(Clone, Copy, Debug)]
@@ -55,7 +63,7 @@ pub trait Filter: Send + Sync {
     /// Retains the candidates that pass. A filter may also clear a candidate's metrics to make
     /// scorers treat them as unknown. Leaving no candidate makes the scheduler fall back to the
     /// least loaded pod, so a filter that must never strand a request keeps some.
-    fn filter(&self, cycle: &mut Cycle<'_>, candidates: &mut Vec<Candidate<'_>>);
+    fn filter(&self, cycle: &mut Cycle<'_>, candidates: &mut Candidates<'_>);
 }
 
 /// Rates each candidate in [0, 1], higher is better.

@@ -6,9 +6,13 @@
 
 use std::ops::ControlFlow;
 
+use smallvec::SmallVec;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::request::InferenceRequest;
+
+/// An unfinished block: on the stack up to the default block size.
+type Partial = SmallVec<[u8; 64]>;
 
 /// Fixed seed of the chain; changing it makes every replica forget its index at once.
 const CHAIN_SEED: u64 = 0x7072_6566_6978_3031;
@@ -33,7 +37,7 @@ pub struct RequestBlocks {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChainEnd {
     previous: u64,
-    partial: Vec<u8>,
+    partial: Partial,
     blocks: usize,
 }
 
@@ -119,8 +123,8 @@ struct Chain {
     hasher: BlockHasher,
     previous: u64,
     hashes: Vec<u64>,
-    /// Bytes of a block begun in an earlier piece; empty for single-string prompts.
-    partial: Vec<u8>,
+    /// Bytes of a block begun in an earlier piece (or, at the end, the unfinished block).
+    partial: Partial,
     /// Blocks hashed before this chain went on (the prompt's, for an answer).
     before: usize,
 }
@@ -131,7 +135,7 @@ impl Chain {
             hasher,
             previous: xxh3_64_with_seed(model.as_bytes(), CHAIN_SEED),
             hashes: Vec::new(),
-            partial: Vec::new(),
+            partial: Partial::new(),
             before: 0,
         }
     }
@@ -172,9 +176,6 @@ impl Chain {
             return ControlFlow::Break(());
         }
         if !bytes.is_empty() {
-            if self.partial.capacity() == 0 {
-                self.partial.reserve_exact(size);
-            }
             self.partial.extend_from_slice(bytes);
         }
         ControlFlow::Continue(())

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use scheduler::framework::{Candidate, Cycle, CycleState, RequestFacts};
+use scheduler::framework::{Candidate, Candidates, Cycle, CycleState, RequestFacts};
 use scheduler::{Criticality, PodMetrics, PodView};
 
 pub const PODS: [&str; 4] = [
@@ -37,7 +37,7 @@ pub fn pod<'a>(address: &'a str, metrics: Option<&'a PodMetrics>) -> PodView<'a>
     }
 }
 
-pub fn candidates<'a>(pods: &[PodView<'a>]) -> Vec<Candidate<'a>> {
+pub fn candidates<'a>(pods: &[PodView<'a>]) -> Candidates<'a> {
     pods.iter()
         .enumerate()
         .map(|(index, pod)| Candidate { index, pod: *pod })

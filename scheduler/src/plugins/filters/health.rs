@@ -1,4 +1,4 @@
-use crate::framework::{Candidate, Cycle, Filter};
+use crate::framework::{Candidates, Cycle, Filter};
 
 /// `health`: drops pods the pool marks unhealthy. When every pod is unhealthy, the scheduler
 /// still routes, to the pod with the fewest requests in flight.
@@ -9,7 +9,7 @@ impl Filter for Health {
         "health"
     }
 
-    fn filter(&self, _cycle: &mut Cycle<'_>, candidates: &mut Vec<Candidate<'_>>) {
+    fn filter(&self, _cycle: &mut Cycle<'_>, candidates: &mut Candidates<'_>) {
         candidates.retain(|c| c.pod.healthy);
     }
 }

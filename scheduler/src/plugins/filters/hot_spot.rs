@@ -1,6 +1,6 @@
 use serde::Deserialize;
 
-use crate::framework::{Candidate, Cycle, Filter};
+use crate::framework::{Candidates, Cycle, Filter};
 use crate::plugins::queued;
 
 /// `hot-spot-guard`: when load is badly unbalanced, drops the overloaded pods so prefix
@@ -53,7 +53,7 @@ impl Filter for HotSpotGuard {
         "hot-spot-guard"
     }
 
-    fn filter(&self, _cycle: &mut Cycle<'_>, candidates: &mut Vec<Candidate<'_>>) {
+    fn filter(&self, _cycle: &mut Cycle<'_>, candidates: &mut Candidates<'_>) {
         let min = candidates.iter().map(queued).fold(f64::INFINITY, f64::min);
         // The least loaded pod never qualifies, so this never empties the set.
         candidates.retain(|c| {

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::framework::{Candidate, Cycle, Filter};
+use crate::framework::{Candidate, Candidates, Cycle, Filter};
 use crate::prefix::PrefixIndex;
 use crate::LoadEstimate;
 
@@ -72,7 +72,7 @@ impl Filter for Saturation {
         "saturation"
     }
 
-    fn filter(&self, cycle: &mut Cycle<'_>, candidates: &mut Vec<Candidate<'_>>) {
+    fn filter(&self, cycle: &mut Cycle<'_>, candidates: &mut Candidates<'_>) {
         if candidates.iter().any(|c| !c.pod.full) {
             candidates.retain(|c| !c.pod.full);
             return;

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::framework::{Candidate, Cycle, Filter};
+use crate::framework::{Candidate, Candidates, Cycle, Filter};
 
 /// `stale-metrics`: drops pods whose metrics are older than `max_age_ms`, as long as some pod
 /// is fresh (or not scraped yet: new pods are welcome). When every pod is stale, none is
@@ -42,7 +42,7 @@ impl Filter for StaleMetrics {
         "stale-metrics"
     }
 
-    fn filter(&self, cycle: &mut Cycle<'_>, candidates: &mut Vec<Candidate<'_>>) {
+    fn filter(&self, cycle: &mut Cycle<'_>, candidates: &mut Candidates<'_>) {
         let stale =
             |c: &Candidate<'_>| c.metrics().is_some_and(|m| m.age(cycle.now) > self.max_age);
         if candidates.iter().all(stale) {

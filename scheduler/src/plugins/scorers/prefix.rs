@@ -1,6 +1,8 @@
 use std::sync::Arc;
 
-use crate::framework::{Candidate, Cycle, Scorer};
+use smallvec::SmallVec;
+
+use crate::framework::{Candidate, Cycle, Scorer, INLINE_PODS};
 use crate::prefix::PrefixIndex;
 
 /// `prefix`: the share of the request's blocks that the pod probably has cached, counted as the
@@ -12,7 +14,7 @@ pub struct Prefix {
 
 /// Leading blocks each candidate holds, in candidate order; published by the prefix scorer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PrefixMatches(pub Vec<u32>);
+pub struct PrefixMatches(pub SmallVec<[u32; INLINE_PODS]>);
 
 impl Prefix {
     pub fn new(index: Arc<PrefixIndex>) -> Self {
@@ -36,7 +38,7 @@ impl Scorer for Prefix {
             return;
         }
         let snapshot = self.index.snapshot();
-        let matches: Vec<u32> = candidates
+        let matches: SmallVec<[u32; INLINE_PODS]> = candidates
             .iter()
             .map(|c| snapshot.matched_blocks(c.pod.address, blocks) as u32)
             .collect();
