@@ -83,7 +83,22 @@ impl BlockHasher {
     /// The block hashes of `request`'s prompt under `model` (the model or adapter name the
     /// request names). Reads only as much of the prompt as `max_blocks` blocks need.
     pub fn hash_request(&self, model: &str, request: &InferenceRequest<'_>) -> RequestBlocks {
+        // Size the hash list once (a growing one reallocates log(n) times): count the prompt's
+        // bytes, as far as the blocks we keep reach.
+        let enough = self.max_blocks.saturating_mul(self.block_size);
+        let mut bytes = 0;
+        request.visit_prompt(|piece| {
+            bytes += piece.len();
+            if bytes >= enough {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
         let mut chain = Chain::new(*self, model);
+        chain
+            .hashes
+            .reserve_exact((bytes / self.block_size).min(self.max_blocks));
         request.visit_prompt(|piece| chain.feed(piece.as_bytes()));
         chain.finish()
     }
