@@ -11,6 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use inference_sim::{PodConfig, Simulator};
+use kv_events::tokenizer::PromptTokenizer;
 use kv_events::{Endpoints, KvEventsConfig, KvEventsIndex, PodBlocks};
 use scheduler::prefix::token_blocks::{chain_seed, token_block_keys};
 
@@ -146,6 +147,83 @@ fn subscriber_cpu(requests: usize, blocks: usize) -> serde_json::Value {
     })
 }
 
+/// English-like text from a 200-word vocabulary (deterministic).
+fn text(bytes: usize, mut state: u32) -> String {
+    let words: Vec<String> = (0..200u32)
+        .map(|w| {
+            let len = 2 + (w * 7 % 9) as usize;
+            (0..len)
+                .map(|i| (b'a' + ((w * 31 + i as u32 * 17) % 26) as u8) as char)
+                .collect()
+        })
+        .collect();
+    let mut out = String::with_capacity(bytes + 16);
+    while out.len() < bytes {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        out.push_str(&words[state as usize % words.len()]);
+        out.push(if state % 11 == 0 { '.' } else { ' ' });
+    }
+    out.truncate(bytes);
+    out
+}
+
+/// Cost of tokenizing a 10 KB prompt with a byte-level BPE tokenizer (as Llama-3's), trained
+/// here on the same kind of text (8,000 ids: no network, no shipped model), loaded back from
+/// its tokenizer.json as the module would load one.
+fn tokenization() -> serde_json::Value {
+    use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+    use tokenizers::models::TrainerWrapper;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::Tokenizer;
+
+    let mut trained = Tokenizer::new(BPE::default());
+    trained.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+        .vocab_size(8_000)
+        .show_progress(false)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build()
+        .into();
+    let corpus: Vec<String> = (0..2_000).map(|i| text(500, i + 1)).collect();
+    trained.train(&mut trainer, corpus.iter()).unwrap();
+    let json = trained.to_string(false).unwrap();
+    let load_start = Instant::now();
+    let tokenizer = PromptTokenizer::from_bytes(json.as_bytes()).unwrap();
+    let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
+
+    let prompt = text(10 * 1024, 0xdead_beef);
+    let mut times = Vec::new();
+    let mut tokens = 0;
+    let mut keys = Vec::new();
+    let mut key_times = Vec::new();
+    for _ in 0..500 {
+        let start = Instant::now();
+        let ids = tokenizer.encode(black_box(&prompt), true).unwrap();
+        times.push(start.elapsed().as_secs_f64() * 1e6);
+        tokens = ids.len();
+        let start = Instant::now();
+        keys.clear();
+        token_block_keys(chain_seed(None), &ids, BLOCK_SIZE, &mut keys);
+        black_box(&keys);
+        key_times.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    let pct = |v: &mut Vec<f64>, q: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * q).round() as usize]
+    };
+    serde_json::json!({
+        "vocab_size": tokenizer.vocab_size(),
+        "prompt_bytes": prompt.len(),
+        "prompt_tokens": tokens,
+        "load_ms": load_ms,
+        "encode_10kb_p50_us": pct(&mut times, 0.5),
+        "encode_10kb_p99_us": pct(&mut times, 0.99),
+        "block_keys_p50_us": pct(&mut key_times, 0.5),
+    })
+}
+
 fn main() {
     let mut memory = serde_json::Map::new();
     let mut lookups = serde_json::Map::new();
@@ -171,6 +249,7 @@ fn main() {
         "bytes_per_block": memory,
         "lookup_one_pod": lookups,
         "subscriber": subscriber_cpu(2_000, 64),
+        "tokenization": tokenization(),
         "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
     });
     let path = std::env::var("KV_EVENTS_BENCH_JSON").unwrap_or_else(|_| {
