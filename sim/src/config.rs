@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, ValueEnum};
 
 #[derive(Args, Debug, Clone, PartialEq)]
 pub struct PodConfig {
@@ -84,8 +84,41 @@ pub struct PodConfig {
     #[arg(long)]
     pub log_requests: bool,
 
+    /// Publish the prefix cache's KV events as vLLM does (`--kv-events-config`): a ZeroMQ PUB
+    /// socket on this port (0 picks a free one). Off unless given. With several pods, pod i
+    /// publishes on this port + i.
+    #[arg(long)]
+    pub kv_events_port: Option<u16>,
+
+    /// ROUTER socket serving replays of missed sequence numbers. Default: the port after the
+    /// last pod's PUB port (--kv-events-port + number of pods); pod i uses this port + i.
+    #[arg(long, requires = "kv_events_port")]
+    pub kv_events_replay_port: Option<u16>,
+
+    /// First frame of every event message (vLLM's `topic`, empty by default).
+    #[arg(long, default_value = "")]
+    pub kv_events_topic: String,
+
+    /// How each event inside a batch is encoded: `array` (msgspec array_like, vLLM up to the
+    /// switch to named fields) or `map` (named fields with a `type` tag, later vLLM).
+    #[arg(long, value_enum, default_value_t = KvEventsEncoding::Array)]
+    pub kv_events_encoding: KvEventsEncoding,
+
+    /// Batches kept for replay (vLLM's `buffer_steps`).
+    #[arg(long, default_value_t = 10_000)]
+    pub kv_events_buffer_steps: usize,
+
     #[command(flatten)]
     pub faults: FaultConfig,
+}
+
+/// Encoding of the events inside a `KVEventBatch` (the batch itself is always an array).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvEventsEncoding {
+    /// `["BlockStored", block_hashes, parent_block_hash, ...]`
+    Array,
+    /// `{"type": "BlockStored", "block_hashes": ..., ...}`
+    Map,
 }
 
 /// Faults a pod starts with; `POST /admin/fault` changes them at run time.
@@ -128,6 +161,7 @@ impl PodConfig {
             ("max-running-seqs", self.max_running_seqs),
             ("max-batched-tokens", self.max_batched_tokens),
             ("max-body-bytes", self.max_body_bytes),
+            ("kv-events-buffer-steps", self.kv_events_buffer_steps),
         ];
         for (name, value) in positive {
             if value == 0 {

@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::PodConfig;
-use crate::kv_cache::{block_hash, BlockHash, BlockId, KvCache};
+use crate::kv_cache::{block_hash, BlockHash, BlockId, CacheChange, KvCache};
+use crate::kv_events::{EventSink, KvEvent};
 use crate::lora::{AdapterSlots, Residency};
 use crate::metrics::Metrics;
 use crate::progress::{Finish, Progress};
@@ -95,6 +96,42 @@ impl Sequence {
     }
 }
 
+/// Adds block `block` of `seq` to the events: to the last `BlockStored` when `extend` (the
+/// block before it was stored in this same run), else as a new one chained to its parent.
+fn note_stored(
+    events: &mut Vec<KvEvent>,
+    seq: &Sequence,
+    block: usize,
+    config: &PodConfig,
+    extend: bool,
+) {
+    let size = config.block_size;
+    let hash = seq.request.block_hashes[block];
+    let tokens = (block * size..(block + 1) * size).map(|p| seq.token_at(p));
+    if let (
+        true,
+        Some(KvEvent::BlockStored {
+            block_hashes,
+            token_ids,
+            ..
+        }),
+    ) = (extend, events.last_mut())
+    {
+        block_hashes.push(hash);
+        token_ids.extend(tokens);
+        return;
+    }
+    let adapter = seq.request.adapter;
+    events.push(KvEvent::BlockStored {
+        block_hashes: vec![hash],
+        parent_block_hash: block.checked_sub(1).map(|p| seq.request.block_hashes[p]),
+        token_ids: tokens.collect(),
+        block_size: size,
+        lora_id: adapter.map(|a| a as u64 + 1),
+        lora_name: adapter.and_then(|a| config.lora_adapters.get(a).cloned()),
+    });
+}
+
 /// A sequence's share of one step.
 struct Scheduled {
     running_index: usize,
@@ -115,13 +152,21 @@ pub struct Engine {
     /// Reused buffers for working out the adapters in use at each step.
     adapter_scratch: (Vec<bool>, Vec<bool>),
     scratch: Vec<u32>,
+    /// Where the pod's KV events go, when it publishes them.
+    events: Option<EventSink>,
+    /// Events of the current step, published together as one batch (as vLLM does per step).
+    pending_events: Vec<KvEvent>,
+    cache_changes: Vec<CacheChange>,
 }
 
 impl Engine {
-    pub fn new(config: Arc<PodConfig>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: Arc<PodConfig>, metrics: Arc<Metrics>, events: Option<EventSink>) -> Self {
         let adapters = config.lora_adapters.len();
         let engine = Self {
-            cache: KvCache::new(config.kv_blocks),
+            cache: KvCache::with_change_log(config.kv_blocks, events.is_some()),
+            events,
+            pending_events: Vec::new(),
+            cache_changes: Vec::new(),
             adapters: AdapterSlots::new(adapters, config.max_loras),
             waiting: VecDeque::new(),
             running: Vec::new(),
@@ -189,7 +234,27 @@ impl Engine {
             }
             self.complete_step(&plan, Instant::now());
             self.publish_state();
+            self.flush_events();
         }
+    }
+
+    /// Publishes this step's cache events as one batch: evictions first (they happened while
+    /// scheduling), then the blocks stored when the step completed.
+    fn flush_events(&mut self) {
+        let Some(sink) = &self.events else { return };
+        self.cache.take_changes(&mut self.cache_changes);
+        if self.cache_changes.is_empty() && self.pending_events.is_empty() {
+            return;
+        }
+        let mut batch = Vec::with_capacity(self.cache_changes.len() + self.pending_events.len());
+        batch.extend(self.cache_changes.drain(..).map(|change| match change {
+            CacheChange::Removed(hash) => KvEvent::BlockRemoved {
+                block_hashes: vec![hash],
+            },
+            CacheChange::Cleared => KvEvent::AllBlocksCleared,
+        }));
+        batch.append(&mut self.pending_events);
+        sink.publish(batch);
     }
 
     fn handle(&mut self, command: Command) {
@@ -212,6 +277,7 @@ impl Engine {
                 self.published_adapters.1.fill(false);
                 self.metrics.set_lora_requests(String::new(), String::new());
                 self.publish_state();
+                self.flush_events();
                 let _ = done.send(());
             }
         }
@@ -310,6 +376,10 @@ impl Engine {
     fn complete_step(&mut self, plan: &[Scheduled], now: Instant) {
         let block_size = self.config.block_size;
         let mut any_finished = false;
+        // Evictions of this step's scheduling come before the blocks it stores.
+        if self.events.is_some() {
+            self.cache.take_changes(&mut self.cache_changes);
+        }
         for step in plan {
             let seq = &mut self.running[step.running_index];
             let full_before = seq.computed / block_size;
@@ -317,9 +387,16 @@ impl Engine {
             let full_now = seq.computed / block_size;
             if full_now > full_before {
                 seq.hash_blocks_up_to(full_now, block_size, &mut self.scratch);
+                let mut previous_stored = false;
                 for block in full_before..full_now {
-                    self.cache
+                    let stored = self
+                        .cache
                         .register(seq.blocks[block], seq.request.block_hashes[block]);
+                    if stored && self.events.is_some() {
+                        let extend = previous_stored;
+                        note_stored(&mut self.pending_events, seq, block, &self.config, extend);
+                    }
+                    previous_stored = stored;
                 }
             }
             if seq.computed < seq.known_tokens() {
@@ -480,7 +557,7 @@ mod tests {
             let config = Arc::new(config);
             let metrics = Arc::new(Metrics::new(&config));
             let (commands, inbox) = mpsc::unbounded_channel();
-            tokio::spawn(Engine::new(config.clone(), metrics.clone()).run(inbox));
+            tokio::spawn(Engine::new(config.clone(), metrics.clone(), None).run(inbox));
             Self {
                 config,
                 commands,

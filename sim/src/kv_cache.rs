@@ -39,8 +39,21 @@ struct Block {
     hash: Option<BlockHash>,
 }
 
+/// A change to the set of cached prefixes that a new block does not announce itself: what the
+/// pod's KV-event stream reports besides stored blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheChange {
+    /// The block with this hash was evicted to make room.
+    Removed(BlockHash),
+    /// Every cached prefix was forgotten (reset).
+    Cleared,
+}
+
 pub struct KvCache {
     blocks: Vec<Block>,
+    /// Evictions and clears since the engine last took them; `None` when nobody listens, so a
+    /// pod without a KV-event stream records nothing.
+    changes: Option<Vec<CacheChange>>,
     /// Full blocks by content hash, whether in use or free.
     cached: HashMap<BlockHash, BlockId>,
     /// Blocks nobody references, least recently freed first: allocation evicts from the front.
@@ -48,7 +61,13 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    #[cfg(test)]
     pub fn new(num_blocks: usize) -> Self {
+        Self::with_change_log(num_blocks, false)
+    }
+
+    /// A cache that records evictions and clears for `take_changes` when `record` is set.
+    pub fn with_change_log(num_blocks: usize, record: bool) -> Self {
         let mut free = LruCache::unbounded();
         for id in 0..num_blocks as BlockId {
             free.put(id, ());
@@ -57,6 +76,14 @@ impl KvCache {
             blocks: vec![Block::default(); num_blocks],
             cached: HashMap::new(),
             free,
+            changes: record.then(Vec::new),
+        }
+    }
+
+    /// Moves the changes recorded since the last call to the end of `out`.
+    pub fn take_changes(&mut self, out: &mut Vec<CacheChange>) {
+        if let Some(changes) = &mut self.changes {
+            out.append(changes);
         }
     }
 
@@ -109,6 +136,9 @@ impl KvCache {
             if let Some(hash) = block.hash.take() {
                 if self.cached.get(&hash) == Some(&id) {
                     self.cached.remove(&hash);
+                    if let Some(changes) = &mut self.changes {
+                        changes.push(CacheChange::Removed(hash));
+                    }
                 }
             }
             block.ref_count = 1;
@@ -117,12 +147,21 @@ impl KvCache {
         true
     }
 
-    /// Records that block `id` is full and holds the prefix with this hash.
-    pub fn register(&mut self, id: BlockId, hash: BlockHash) {
+    /// Records that block `id` is full and holds the prefix with this hash. True if the prefix
+    /// was not cached before (another block may already hold the same prefix: then the cache
+    /// keeps the first, and nothing new is stored).
+    pub fn register(&mut self, id: BlockId, hash: BlockHash) -> bool {
         let block = &mut self.blocks[id as usize];
-        if block.hash.is_none() {
-            block.hash = Some(hash);
-            self.cached.entry(hash).or_insert(id);
+        if block.hash.is_some() {
+            return false;
+        }
+        block.hash = Some(hash);
+        match self.cached.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(id);
+                true
+            }
         }
     }
 
@@ -145,6 +184,9 @@ impl KvCache {
             .retain(|_, id| self.blocks[*id as usize].ref_count > 0);
         for (id, ()) in self.free.iter() {
             self.blocks[*id as usize].hash = None;
+        }
+        if let Some(changes) = &mut self.changes {
+            changes.push(CacheChange::Cleared);
         }
     }
 
@@ -265,6 +307,36 @@ mod tests {
         assert!(cache.allocate(3, &mut table));
         assert!((cache.usage() - 1.0).abs() < 1e-9);
         assert!(!cache.can_allocate(&[], 1));
+    }
+
+    #[test]
+    fn evictions_and_clears_are_recorded_only_when_asked() {
+        let tokens: Vec<u32> = (0..8).collect();
+        let mut silent = KvCache::new(2);
+        let table = store(&mut silent, &tokens);
+        silent.release(&table);
+        let mut scratch = Vec::new();
+        assert!(silent.allocate(2, &mut scratch));
+        let mut changes = Vec::new();
+        silent.take_changes(&mut changes);
+        assert!(changes.is_empty());
+
+        let mut cache = KvCache::with_change_log(2, true);
+        let table = store(&mut cache, &tokens);
+        assert!(
+            !cache.register(table[0], hashes(&tokens)[0]),
+            "already registered"
+        );
+        cache.release(&table);
+        let mut scratch = Vec::new();
+        assert!(cache.allocate(1, &mut scratch));
+        cache.release(&scratch);
+        cache.clear_cached();
+        cache.take_changes(&mut changes);
+        let h = hashes(&tokens);
+        assert_eq!(changes, [CacheChange::Removed(h[1]), CacheChange::Cleared]);
+        cache.take_changes(&mut changes);
+        assert_eq!(changes.len(), 2, "taken changes are gone");
     }
 
     #[test]

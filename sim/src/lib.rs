@@ -16,6 +16,7 @@ mod api;
 pub mod config;
 mod engine;
 mod kv_cache;
+pub mod kv_events;
 mod lora;
 mod metrics;
 mod pod;
@@ -31,13 +32,15 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-pub use config::{FaultConfig, PodConfig};
+pub use config::{FaultConfig, KvEventsEncoding, PodConfig};
+pub use kv_events::KvEventsAddrs;
 
 /// A running pod: where it listens, and a way to stop it.
 #[derive(Clone)]
 pub struct PodHandle {
     index: usize,
     addr: SocketAddr,
+    kv_events: Option<KvEventsAddrs>,
     pod: Arc<pod::Pod>,
 }
 
@@ -56,10 +59,42 @@ impl PodHandle {
         format!("http://{}", self.addr)
     }
 
+    /// Where the pod publishes its KV events, if it does (`kv_events_port`).
+    pub fn kv_events(&self) -> Option<KvEventsAddrs> {
+        self.kv_events
+    }
+
+    /// `tcp://host:port` of the KV-event PUB socket, for a ZeroMQ SUB socket.
+    pub fn kv_events_endpoint(&self) -> Option<String> {
+        self.kv_events
+            .map(|addrs| format!("tcp://{}", addrs.publish))
+    }
+
+    /// `tcp://host:port` of the KV-event replay (ROUTER) socket.
+    pub fn kv_events_replay_endpoint(&self) -> Option<String> {
+        self.kv_events
+            .map(|addrs| format!("tcp://{}", addrs.replay))
+    }
+
     /// Stops serving: the listener closes and open connections drop.
     pub fn stop(&self) {
         self.pod.stop();
     }
+}
+
+/// The KV-event PUB and replay ports of pod `index` of `count`: `kv_events_port + index` and
+/// `kv_events_replay_port + index`, the replay ports starting after the last PUB port unless
+/// given. Port 0 gives every pod free ports.
+fn kv_event_ports(config: &PodConfig, index: usize, count: usize) -> Option<(u16, u16)> {
+    let base = config.kv_events_port?;
+    if base == 0 {
+        return Some((0, config.kv_events_replay_port.unwrap_or(0)));
+    }
+    let replay_base = config
+        .kv_events_replay_port
+        .map_or(usize::from(base) + count, usize::from);
+    let port = |p: usize| u16::try_from(p).unwrap_or(0);
+    Some((port(usize::from(base) + index), port(replay_base + index)))
 }
 
 /// Starts one pod per address (port 0 picks a free port) on the current tokio runtime.
@@ -67,8 +102,14 @@ pub async fn start_pods(config: PodConfig, addrs: &[SocketAddr]) -> io::Result<V
     let config = Arc::new(config);
     let mut pods = Vec::with_capacity(addrs.len());
     for (index, addr) in addrs.iter().enumerate() {
-        match pod::Pod::start(config.clone(), index, *addr).await {
-            Ok((pod, addr)) => pods.push(PodHandle { index, addr, pod }),
+        let kv_ports = kv_event_ports(&config, index, addrs.len());
+        match pod::Pod::start(config.clone(), index, *addr, kv_ports).await {
+            Ok((pod, addr, kv_events)) => pods.push(PodHandle {
+                index,
+                addr,
+                kv_events,
+                pod,
+            }),
             Err(error) => {
                 pods.iter().for_each(PodHandle::stop);
                 return Err(io::Error::new(

@@ -100,6 +100,17 @@ async fn run(cli: Cli) -> ExitCode {
             pod.addr()
         );
     }
+    for pod in &pods {
+        if let (Some(publish), Some(replay)) =
+            (pod.kv_events_endpoint(), pod.kv_events_replay_endpoint())
+        {
+            let _ = writeln!(
+                stdout,
+                "inference-sim: pod {} kv events on {publish} replay {replay}",
+                pod.index()
+            );
+        }
+    }
     let _ = stdout.flush();
     drop(stdout);
     wait_for_signal().await;

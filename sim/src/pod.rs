@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{FaultConfig, PodConfig};
 use crate::engine::{Command, Engine, Request};
+use crate::kv_events::{self, KvEventsAddrs};
 use crate::metrics::Metrics;
 use crate::server;
 
@@ -25,20 +26,38 @@ pub struct Pod {
 }
 
 impl Pod {
-    /// Binds `addr`, starts the engine and the server on the current tokio runtime.
+    /// Binds `addr` (and, with `kv_event_ports`, the KV-event PUB and replay ports on the same
+    /// host), starts the engine and the server on the current tokio runtime.
     pub async fn start(
         config: Arc<PodConfig>,
         index: usize,
         addr: SocketAddr,
-    ) -> io::Result<(Arc<Pod>, SocketAddr)> {
+        kv_event_ports: Option<(u16, u16)>,
+    ) -> io::Result<(Arc<Pod>, SocketAddr, Option<KvEventsAddrs>)> {
         config
             .validate()
             .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
         let listener = TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
+        let stopped = watch::channel(false).0;
+        let (events, event_addrs) = match kv_event_ports {
+            Some((publish, replay)) => {
+                let started = kv_events::start(
+                    config.clone(),
+                    index,
+                    stopped.subscribe(),
+                    addr.ip(),
+                    publish,
+                    replay,
+                )
+                .await?;
+                (Some(started.0), Some(started.1))
+            }
+            None => (None, None),
+        };
         let metrics = Arc::new(Metrics::new(&config));
         let (commands, inbox) = mpsc::unbounded_channel();
-        tokio::spawn(Engine::new(config.clone(), metrics.clone()).run(inbox));
+        tokio::spawn(Engine::new(config.clone(), metrics.clone(), events).run(inbox));
         let pod = Arc::new(Pod {
             index,
             faults: Mutex::new(config.faults.clone()),
@@ -46,10 +65,10 @@ impl Pod {
             commands,
             metrics: RwLock::new(metrics),
             next_request: AtomicU64::new(0),
-            stopped: watch::channel(false).0,
+            stopped,
         });
         tokio::spawn(server::serve(pod.clone(), listener));
-        Ok((pod, bound))
+        Ok((pod, bound, event_addrs))
     }
 
     /// Hands a request to the engine. False if the engine has stopped.

@@ -4,6 +4,7 @@
 mod blocks;
 mod index;
 mod lru;
+pub mod token_blocks;
 
 pub use blocks::{AnswerBlocks, BlockHasher, ChainEnd, RequestBlocks};
 pub use index::{IndexSnapshot, PrefixConfig, PrefixIndex};

@@ -3,6 +3,7 @@
 mod in_flight;
 mod kv_cache;
 mod lora_affinity;
+mod precise_prefix;
 mod prefix;
 mod queue;
 mod session_affinity;
@@ -10,6 +11,7 @@ mod session_affinity;
 pub use in_flight::InFlight;
 pub use kv_cache::KvCache;
 pub use lora_affinity::LoraAffinity;
+pub use precise_prefix::PreciseBlockIndex;
 pub use prefix::{Prefix, PrefixMatches};
 pub use queue::{Queue, QueueParameters};
 pub use session_affinity::SessionAffinity;
