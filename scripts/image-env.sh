@@ -23,15 +23,18 @@ if [[ $(id -u) != 0 ]]; then
   exit 1
 fi
 
+# Debian package of each tool the image scripts run.
+declare -A packages=([podman]=podman [buildah]=buildah [runc]=runc [debootstrap]=debootstrap
+  [curl]=curl [strip]=binutils)
 missing=()
-for tool in podman buildah runc debootstrap; do
-  command -v "$tool" >/dev/null || missing+=("$tool")
+for tool in "${!packages[@]}"; do
+  command -v "$tool" >/dev/null || missing+=("${packages[$tool]}")
 done
 if ((${#missing[@]})); then
   echo "installing ${missing[*]} from Debian" >&2
   apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    podman buildah runc debootstrap uidmap >/dev/null
+    "${missing[@]}" uidmap >/dev/null
 fi
 
 cat >"$image_work/containers.conf" <<'CONF'
