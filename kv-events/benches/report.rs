@@ -163,7 +163,7 @@ fn text(bytes: usize, mut state: u32) -> String {
         state ^= state >> 17;
         state ^= state << 5;
         out.push_str(&words[state as usize % words.len()]);
-        out.push(if state % 11 == 0 { '.' } else { ' ' });
+        out.push(if state.is_multiple_of(11) { '.' } else { ' ' });
     }
     out.truncate(bytes);
     out
