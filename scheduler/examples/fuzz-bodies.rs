@@ -167,7 +167,7 @@ fn value(rng: &mut fastrand::Rng, depth: u32) -> String {
 
 fn prompt(rng: &mut fastrand::Rng) -> String {
     match rng.u8(..6) {
-        0 | 1 | 2 => format!("\"{}\"", text(rng)),
+        0..=2 => format!("\"{}\"", text(rng)),
         3 => {
             let texts: Vec<String> = (0..rng.usize(0..4))
                 .map(|_| format!("\"{}\"", text(rng)))
