@@ -6,6 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
+use smallvec::{smallvec, SmallVec};
+
 use crate::config::{
     ConfigError, HeaderNames, PluginConfig, ProfileConfig, SchedulerConfig, ScorerConfig,
 };
@@ -352,11 +354,12 @@ fn score_and_pick(
     candidates: &[Candidate<'_>],
 ) -> (usize, f64, Vec<ScoreDetail>) {
     let n = candidates.len();
-    let mut matrix: Vec<Option<f64>> = vec![None; profile.scorers.len() * n];
+    // On the stack for common pools (up to 32 candidates, 4 scorers): no heap allocation.
+    let mut matrix: SmallVec<[Option<f64>; 128]> = smallvec![None; profile.scorers.len() * n];
     for ((scorer, _), scores) in profile.scorers.iter().zip(matrix.chunks_mut(n)) {
         scorer.score(cycle, candidates, scores);
     }
-    let totals: Vec<f64> = (0..n)
+    let totals: SmallVec<[f64; 32]> = (0..n)
         .map(|c| {
             let (mut sum, mut weights) = (0.0, 0.0);
             for ((_, weight), scores) in profile.scorers.iter().zip(matrix.chunks(n)) {
