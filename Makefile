@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build venv tools test lint image image-test demo bench bench-overhead bench-scheduler bench-sim bench-scrape clean
+.PHONY: all build venv tools test lint image image-test demo bench bench-overhead bench-scheduler bench-sim bench-scrape fuzz-bodies clean
 
 all: build
 
@@ -54,6 +54,11 @@ bench-scrape: build
 
 bench-sim: build
 	scripts/bench-sim.sh
+
+# A million generated and mutated request bodies through the parser (COUNT, SEED to change);
+# prints the count of each outcome and any panic with its body; fails if anything panicked.
+fuzz-bodies:
+	$(CARGO) run --release -q -p scheduler --example fuzz-bodies -- --count $(or $(COUNT),1000000) $(if $(SEED),--seed $(SEED))
 
 clean:
 	$(CARGO) clean

@@ -1,127 +1,379 @@
-//! A pod's Prometheus text exposition turned into `scheduler::PodMetrics`.
+//! A pod's Prometheus text exposition turned into `scheduler::PodMetrics`, line by line.
+//!
+//! A scrape is read as it arrives ([`SeriesReader::line`] for each line, then
+//! [`SeriesReader::finish`]): a line is kept only when its metric name is one of the series we
+//! read, and then only its value (and, for the info series, its labels) is decoded. A vLLM scrape
+//! is mostly histograms we ignore, so most lines cost one name comparison. Comments are
+//! skipped: Python's Prometheus client (vLLM, SGLang) declares a counter `x` in `# TYPE` but
+//! writes `x_total` samples, so type declarations say nothing reliable about the samples.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
-use prom_text_format_parser::{Metric, Scrape};
 use scheduler::{CacheGeometry, PodMetrics};
 
 use crate::metric_names::MetricNames;
 
-/// Parses `text` scraped at `scraped_at`. Signals absent from the scrape keep their neutral
-/// value (0 queued, 0 running, empty cache, no adapters); text that is not Prometheus
-/// exposition, or that has none of the queue/KV signals, is an error.
+/// Parses a whole exposition `text` scraped at `scraped_at`. Signals absent from the scrape keep
+/// their neutral value (0 queued, 0 running, empty cache, no adapters); text that is not
+/// Prometheus exposition, or that has none of the queue/KV signals, is an error.
 pub fn parse(text: &str, names: &MetricNames, scraped_at: Instant) -> Result<PodMetrics, String> {
-    // Only the samples of the series we read go to the parser: a vLLM scrape is mostly
-    // histograms we ignore, and skipping them cuts the parse cost several-fold. Comments go
-    // too: Python's Prometheus client (vLLM, SGLang) declares a counter `x` in `# TYPE` but
-    // writes `x_total` samples, which the parser rejects as a typed metric without samples.
-    let wanted = |line: &&str| {
-        names.all().any(|name| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(['{', ' ', '\t']))
-        })
-    };
-    let samples: String = text
-        .lines()
-        .filter(wanted)
-        .flat_map(|l| [l, "\n"])
-        .collect();
-    let scrape = match samples.is_empty() {
-        true => Scrape {
-            metrics: Vec::new(),
-        },
-        false => Scrape::parse(&samples).map_err(|e| format!("not Prometheus text: {e:?}"))?,
-    };
-    let find = |candidates: &[String]| -> Option<&Metric> {
-        candidates
-            .iter()
-            .find_map(|name| scrape.metrics.iter().find(|m| &m.name == name))
-    };
-    let waiting = find(&names.waiting);
-    let running = find(&names.running);
-    let kv = find(&names.kv_usage);
-    if waiting.is_none() && running.is_none() && kv.is_none() {
-        return Err(format!(
-            "none of the expected series is present (waiting {:?}, running {:?}, kv usage {:?})",
-            names.waiting, names.running, names.kv_usage
-        ));
+    let mut reader = SeriesReader::new(names);
+    for line in text.split('\n') {
+        reader.line(line.strip_suffix('\r').unwrap_or(line).as_bytes())?;
     }
-    let mut metrics = PodMetrics::idle();
-    metrics.scraped_at = scraped_at;
-    metrics.waiting = waiting.map_or(0.0, sum).max(0.0).round() as u32;
-    metrics.running = running.map_or(0.0, sum).max(0.0).round() as u32;
-    metrics.kv_usage = kv.map_or(0.0, max).clamp(0.0, 1.0);
+    reader.finish(scraped_at)
+}
 
-    if let Some(info) = find(&names.lora_info).and_then(latest_sample_labels) {
-        metrics.running_adapters = adapter_list(info.get("running_lora_adapters"));
-        metrics.waiting_adapters = adapter_list(info.get("waiting_lora_adapters"));
-        metrics.max_lora = info.get("max_lora").and_then(|v| v.parse().ok());
-    }
-    if let Some(info) = find(&names.cache_config).and_then(latest_sample_labels) {
-        let blocks = info.get("num_gpu_blocks").and_then(|v| v.parse().ok());
-        let size = info.get("block_size").and_then(|v| v.parse().ok());
-        if let (Some(num_gpu_blocks), Some(block_size)) = (blocks, size) {
-            metrics.cache = Some(CacheGeometry {
-                num_gpu_blocks,
-                block_size,
-            });
+/// Which pod signal a series carries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Waiting,
+    Running,
+    KvUsage,
+    LoraInfo,
+    CacheConfig,
+    CacheTokens,
+}
+
+/// One candidate series name and what has been seen of it in the current scrape.
+struct Series {
+    name: Box<[u8]>,
+    signal: Signal,
+    /// Position among the signal's candidates: the first one present wins.
+    rank: usize,
+    seen: bool,
+    sum: f64,
+    max: f64,
+    /// Info series: the sample line with the largest value so far (vLLM sets it to a time).
+    newest: Vec<u8>,
+    newest_value: f64,
+}
+
+/// Reads the series of one scrape at a time; reusable, so the buffers it keeps are not
+/// allocated again for every scrape.
+pub struct SeriesReader {
+    series: Vec<Series>,
+    waiting: Vec<String>,
+    running: Vec<String>,
+    kv_usage: Vec<String>,
+}
+
+impl SeriesReader {
+    pub fn new(names: &MetricNames) -> SeriesReader {
+        let mut series = Vec::new();
+        let groups = [
+            (&names.waiting, Signal::Waiting),
+            (&names.running, Signal::Running),
+            (&names.kv_usage, Signal::KvUsage),
+            (&names.lora_info, Signal::LoraInfo),
+            (&names.cache_config, Signal::CacheConfig),
+            (&names.cache_tokens, Signal::CacheTokens),
+        ];
+        for (candidates, signal) in groups {
+            for (rank, name) in candidates.iter().enumerate() {
+                series.push(Series {
+                    name: name.as_bytes().into(),
+                    signal,
+                    rank,
+                    seen: false,
+                    sum: 0.0,
+                    max: 0.0,
+                    newest: Vec::new(),
+                    newest_value: f64::NEG_INFINITY,
+                });
+            }
+        }
+        SeriesReader {
+            series,
+            waiting: names.waiting.clone(),
+            running: names.running.clone(),
+            kv_usage: names.kv_usage.clone(),
         }
     }
-    if metrics.cache.is_none() {
-        if let Some(tokens) = find(&names.cache_tokens).map(max).filter(|t| *t >= 1.0) {
-            metrics.cache = Some(CacheGeometry {
-                num_gpu_blocks: tokens as u64,
-                block_size: 1,
-            });
+
+    /// Takes one line of the exposition (without its line break).
+    pub fn line(&mut self, line: &[u8]) -> Result<(), String> {
+        if line.first().is_none_or(|&b| b == b'#') {
+            return Ok(());
         }
-    }
-    Ok(metrics)
-}
-
-fn values(metric: &Metric) -> impl Iterator<Item = f64> + '_ {
-    metric
-        .samples
-        .iter()
-        .map(|s| s.value.value.parse::<f64>().unwrap_or(0.0))
-        .filter(|v| v.is_finite())
-}
-
-fn sum(metric: &Metric) -> f64 {
-    values(metric).sum()
-}
-
-fn max(metric: &Metric) -> f64 {
-    values(metric).fold(0.0, f64::max)
-}
-
-/// Labels of an info-style series' newest sample (vLLM sets the value to a timestamp).
-fn latest_sample_labels(metric: &Metric) -> Option<Labels<'_>> {
-    metric
-        .samples
-        .iter()
-        .max_by(|a, b| {
-            let (a, b) = (
-                a.value.value.parse::<f64>().unwrap_or(0.0),
-                b.value.value.parse::<f64>().unwrap_or(0.0),
-            );
-            a.total_cmp(&b)
-        })
-        .map(|s| {
-            Labels(
-                s.labels
-                    .iter()
-                    .map(|l| (l.key.as_str(), l.value.as_str()))
-                    .collect(),
+        // The byte after a wanted name must end the name; testing it first rejects almost every
+        // other line without comparing names (most lines are histogram buckets we ignore).
+        let Some(series) = self.series.iter_mut().find(|s| {
+            line.get(s.name.len())
+                .is_none_or(|b| matches!(b, b'{' | b' ' | b'\t'))
+                && line.starts_with(&s.name)
+        }) else {
+            return Ok(());
+        };
+        let name_end = series.name.len();
+        let sample = Sample::parse(line, name_end).map_err(|e| {
+            format!(
+                "not Prometheus text: {e} in `{}`",
+                String::from_utf8_lossy(&line[..line.len().min(200)])
             )
-        })
+        })?;
+        series.seen = true;
+        // Non-finite values (NaN, ±Inf) say nothing usable; the series still counts as present.
+        if sample.value.is_finite() {
+            series.sum += sample.value;
+            series.max = series.max.max(sample.value);
+        }
+        if matches!(series.signal, Signal::LoraInfo | Signal::CacheConfig) {
+            let value = if sample.value.is_nan() {
+                0.0
+            } else {
+                sample.value
+            };
+            if series.newest.is_empty() || value >= series.newest_value {
+                series.newest.clear();
+                series.newest.extend_from_slice(line);
+                series.newest_value = value;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pod's metrics from the lines taken since the last `finish`; resets the reader.
+    pub fn finish(&mut self, scraped_at: Instant) -> Result<PodMetrics, String> {
+        let result = self.metrics(scraped_at);
+        for s in &mut self.series {
+            s.seen = false;
+            s.sum = 0.0;
+            s.max = 0.0;
+            s.newest.clear();
+            s.newest_value = f64::NEG_INFINITY;
+        }
+        result
+    }
+
+    /// The first present candidate of `signal`.
+    fn find(&self, signal: Signal) -> Option<&Series> {
+        self.series
+            .iter()
+            .filter(|s| s.signal == signal && s.seen)
+            .min_by_key(|s| s.rank)
+    }
+
+    fn metrics(&self, scraped_at: Instant) -> Result<PodMetrics, String> {
+        let waiting = self.find(Signal::Waiting);
+        let running = self.find(Signal::Running);
+        let kv = self.find(Signal::KvUsage);
+        if waiting.is_none() && running.is_none() && kv.is_none() {
+            return Err(format!(
+                "none of the expected series is present (waiting {:?}, running {:?}, kv usage {:?})",
+                self.waiting, self.running, self.kv_usage
+            ));
+        }
+        let mut metrics = PodMetrics::idle();
+        metrics.scraped_at = scraped_at;
+        metrics.waiting = waiting.map_or(0.0, |s| s.sum).max(0.0).round() as u32;
+        metrics.running = running.map_or(0.0, |s| s.sum).max(0.0).round() as u32;
+        metrics.kv_usage = kv.map_or(0.0, |s| s.max).clamp(0.0, 1.0);
+
+        if let Some(info) = self.find(Signal::LoraInfo) {
+            let labels = Labels::of(&info.newest);
+            metrics.running_adapters = adapter_list(labels.get("running_lora_adapters"));
+            metrics.waiting_adapters = adapter_list(labels.get("waiting_lora_adapters"));
+            metrics.max_lora = labels.get("max_lora").and_then(|v| v.parse().ok());
+        }
+        if let Some(info) = self.find(Signal::CacheConfig) {
+            let labels = Labels::of(&info.newest);
+            let blocks = labels.get("num_gpu_blocks").and_then(|v| v.parse().ok());
+            let size = labels.get("block_size").and_then(|v| v.parse().ok());
+            if let (Some(num_gpu_blocks), Some(block_size)) = (blocks, size) {
+                metrics.cache = Some(CacheGeometry {
+                    num_gpu_blocks,
+                    block_size,
+                });
+            }
+        }
+        if metrics.cache.is_none() {
+            if let Some(tokens) = self
+                .find(Signal::CacheTokens)
+                .map(|s| s.max)
+                .filter(|t| *t >= 1.0)
+            {
+                metrics.cache = Some(CacheGeometry {
+                    num_gpu_blocks: tokens as u64,
+                    block_size: 1,
+                });
+            }
+        }
+        Ok(metrics)
+    }
 }
 
-struct Labels<'a>(Vec<(&'a str, &'a str)>);
+/// The value of one sample line: `name{label="value",...} value [timestamp]`.
+struct Sample {
+    value: f64,
+}
 
-impl Labels<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+impl Sample {
+    /// Checks the line's syntax past the name (which ends at `name_end`) and reads its value.
+    fn parse(line: &[u8], name_end: usize) -> Result<Sample, &'static str> {
+        let mut rest = &line[name_end..];
+        if rest.first() == Some(&b'{') {
+            let len = labels_len(rest)?;
+            rest = &rest[len..];
+        }
+        let mut fields = rest
+            .split(|&b| b == b' ' || b == b'\t')
+            .filter(|f| !f.is_empty());
+        let value = fields.next().ok_or("no value")?;
+        let value = std::str::from_utf8(value).map_err(|_| "a value that is not a number")?;
+        let value = parse_value(value).ok_or("a value that is not a number")?;
+        if let Some(timestamp) = fields.next() {
+            std::str::from_utf8(timestamp)
+                .ok()
+                .and_then(|t| t.parse::<i64>().ok())
+                .ok_or("a timestamp that is not an integer")?;
+        }
+        if fields.next().is_some() {
+            return Err("text after the timestamp");
+        }
+        Ok(Sample { value })
     }
+}
+
+/// A Prometheus sample value: a float, `NaN`, `+Inf` or `-Inf`.
+fn parse_value(text: &str) -> Option<f64> {
+    match text {
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        "NaN" => Some(f64::NAN),
+        // Rust also reads "inf", "infinity" and "nan" in any case; the format does not have them.
+        _ if text
+            .bytes()
+            .any(|b| b.is_ascii_alphabetic() && !matches!(b, b'e' | b'E')) =>
+        {
+            None
+        }
+        _ => text.parse().ok(),
+    }
+}
+
+/// Length of the label set at the start of `text` (which starts with `{`), through its `}`.
+fn labels_len(text: &[u8]) -> Result<usize, &'static str> {
+    let mut i = 1;
+    loop {
+        while text.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        match text.get(i) {
+            None => return Err("unterminated label set"),
+            Some(b'}') => return Ok(i + 1),
+            Some(_) => {}
+        }
+        let key_start = i;
+        while text
+            .get(i)
+            .is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            i += 1;
+        }
+        if i == key_start {
+            return Err("a label without a name");
+        }
+        while text.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        if text.get(i) != Some(&b'=') {
+            return Err("a label without `=`");
+        }
+        i += 1;
+        while text.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        if text.get(i) != Some(&b'"') {
+            return Err("a label value without quotes");
+        }
+        i += 1;
+        loop {
+            match text.get(i) {
+                None => return Err("unterminated label value"),
+                Some(b'\\') => i += 2,
+                Some(b'"') => break,
+                Some(_) => i += 1,
+            }
+        }
+        i += 1;
+        while text.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        match text.get(i) {
+            Some(b',') => i += 1,
+            Some(b'}') => return Ok(i + 1),
+            _ => return Err("labels not separated by `,`"),
+        }
+    }
+}
+
+/// The labels of one (already checked) sample line, values unescaped.
+struct Labels<'a>(Vec<(&'a str, Cow<'a, str>)>);
+
+impl<'a> Labels<'a> {
+    fn of(line: &'a [u8]) -> Labels<'a> {
+        let mut labels = Vec::new();
+        let Some(start) = line.iter().position(|&b| b == b'{') else {
+            return Labels(labels);
+        };
+        let text = String::from_utf8_lossy(&line[start + 1..]);
+        let Cow::Borrowed(mut rest) = text else {
+            return Labels(labels); // not UTF-8: no label we could use
+        };
+        while let Some((key, after)) = rest.split_once('=') {
+            let key = key.trim().trim_start_matches(',').trim();
+            let Some(after) = after.trim_start().strip_prefix('"') else {
+                break;
+            };
+            let mut end = None;
+            let mut escaped = false;
+            for (i, b) in after.bytes().enumerate() {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let Some(end) = end else { break };
+            labels.push((key, unescape(&after[..end])));
+            rest = &after[end + 1..];
+        }
+        Labels(labels)
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_ref())
+    }
+}
+
+/// A label value with `\\`, `\"` and `\n` unescaped.
+fn unescape(value: &str) -> Cow<'_, str> {
+    if !value.contains('\\') {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    Cow::Owned(out)
 }
 
 fn adapter_list(value: Option<&str>) -> Vec<Box<str>> {
@@ -220,6 +472,45 @@ vllm:prefix_cache_hits_total{model_name="m"} 1234.0
         assert!(e.starts_with("not Prometheus text"), "{e}");
         // vLLM text read with SGLang's names finds nothing.
         assert!(parse(VLLM, &MetricNames::sglang(), Instant::now()).is_err());
+    }
+
+    #[test]
+    fn only_exact_names_count_and_labels_timestamps_and_escapes_are_read() {
+        let text = "vllm:num_requests_waiting_total 100\n\
+            vllm:num_requests_waiting{path=\"a\\\"}b\",x=\"y\"} 2 1700000000000\n\
+            vllm:num_requests_running\t4\r\n\
+            vllm:lora_requests_info{max_lora=\"3\", running_lora_adapters=\"a\\\\b,c\"} 5\n\
+            vllm:lora_requests_info{max_lora=\"1\",running_lora_adapters=\"old\"} 4\n";
+        let m = parse(text, &MetricNames::vllm(), Instant::now()).unwrap();
+        assert_eq!((m.waiting, m.running), (2, 4));
+        assert_eq!(m.max_lora, Some(3), "the newest info sample wins");
+        assert_eq!(
+            m.running_adapters,
+            vec!["a\\b".into(), "c".into()] as Vec<Box<str>>
+        );
+        for bad in [
+            "vllm:num_requests_waiting\n",
+            "vllm:num_requests_waiting abc\n",
+            "vllm:num_requests_waiting 1 2 3\n",
+            "vllm:num_requests_waiting{a=b} 1\n",
+            "vllm:num_requests_waiting{a=\"b\" c=\"d\"} 1\n",
+            "vllm:num_requests_waiting 1 1.5\n",
+            "vllm:num_requests_waiting inf\n",
+        ] {
+            let e = parse(bad, &MetricNames::vllm(), Instant::now()).unwrap_err();
+            assert!(e.starts_with("not Prometheus text"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_reader_is_reused_from_one_scrape_to_the_next() {
+        let mut reader = SeriesReader::new(&MetricNames::vllm());
+        reader.line(b"vllm:num_requests_waiting 3").unwrap();
+        assert_eq!(reader.finish(Instant::now()).unwrap().waiting, 3);
+        reader.line(b"vllm:num_requests_running 1").unwrap();
+        let m = reader.finish(Instant::now()).unwrap();
+        assert_eq!((m.waiting, m.running), (0, 1), "nothing carried over");
+        assert!(reader.finish(Instant::now()).is_err(), "an empty scrape");
     }
 
     #[test]

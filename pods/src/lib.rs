@@ -7,10 +7,12 @@
 //!   immutable snapshots into the registry.
 //! - `metric_names` / `exposition`: which Prometheus series mean what (vLLM, SGLang or custom),
 //!   and turning a scrape into `scheduler::PodMetrics`.
+//! - `http1`: the scraper's persistent HTTP/1.1 connection to one pod.
 
 pub mod answers;
 pub mod config;
 pub mod exposition;
+pub mod http1;
 pub mod metric_names;
 pub mod registry;
 pub mod scraper;

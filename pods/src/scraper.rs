@@ -1,7 +1,9 @@
 //! The scraper thread: one per module config (started with it, stopped when it goes away), with
 //! its own single-threaded async runtime. Every member of the registry gets a scrape loop; loops
 //! of removed pods are cancelled. A scrape never outlives its timeout, and a slow pod only
-//! delays its own next scrape.
+//! delays its own next scrape. Each loop keeps one HTTP/1.1 connection to its pod open between
+//! scrapes ([`crate::http1`]) and reads the exposition line by line as it arrives
+//! ([`exposition::SeriesReader`]), with buffers reused from one scrape to the next.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +15,8 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::config::ScrapeConfig;
-use crate::exposition;
+use crate::exposition::SeriesReader;
+use crate::http1::{Connection, FetchError};
 use crate::metric_names::MetricNames;
 use crate::registry::{PodRegistry, PodState};
 
@@ -53,12 +56,6 @@ impl Scraper {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the scraper runtime: {e}"))?;
-        let client = reqwest::Client::builder()
-            .no_proxy() // pods are reached directly, whatever HTTP_PROXY says
-            .timeout(settings.timeout)
-            .pool_max_idle_per_host(1)
-            .build()
-            .map_err(|e| format!("cannot build the scrape client: {e}"))?;
         let (stop, stopped) = watch::channel(false);
         let stats = Arc::new(ScrapeStats::default());
         let thread_stats = Arc::clone(&stats);
@@ -67,7 +64,6 @@ impl Scraper {
             .spawn(move || {
                 runtime.block_on(supervise(
                     registry,
-                    client,
                     Arc::new(settings),
                     thread_stats,
                     stopped,
@@ -98,7 +94,6 @@ impl Drop for Scraper {
 /// Keeps one scrape loop per member until told to stop.
 async fn supervise(
     registry: Arc<PodRegistry>,
-    client: reqwest::Client,
     settings: Arc<Settings>,
     stats: Arc<ScrapeStats>,
     mut stopped: watch::Receiver<bool>,
@@ -121,12 +116,7 @@ async fn supervise(
         });
         for (address, pod) in members.iter() {
             if !loops.contains_key(address) {
-                let task = scrape_loop(
-                    Arc::clone(pod),
-                    client.clone(),
-                    Arc::clone(&settings),
-                    Arc::clone(&stats),
-                );
+                let task = scrape_loop(Arc::clone(pod), Arc::clone(&settings), Arc::clone(&stats));
                 loops.insert(address.clone(), tokio::spawn(task));
             }
         }
@@ -134,19 +124,16 @@ async fn supervise(
     loops.values().for_each(JoinHandle::abort);
 }
 
-async fn scrape_loop(
-    pod: Arc<PodState>,
-    client: reqwest::Client,
-    settings: Arc<Settings>,
-    stats: Arc<ScrapeStats>,
-) {
-    let url = format!("http://{}{}", pod.address(), settings.path);
+async fn scrape_loop(pod: Arc<PodState>, settings: Arc<Settings>, stats: Arc<ScrapeStats>) {
+    // Pods are reached directly (no proxy), as the data plane reaches them.
+    let mut connection = Connection::new(pod.address(), &settings.path);
+    let mut reader = SeriesReader::new(&settings.names);
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let result =
-            tokio::time::timeout(settings.timeout, scrape(&client, &url, &settings.names)).await;
+            tokio::time::timeout(settings.timeout, scrape(&mut connection, &mut reader)).await;
         match result {
             Ok(Ok(metrics)) => {
                 pod.publish_metrics(metrics);
@@ -157,6 +144,8 @@ async fn scrape_loop(
                 stats.failed.fetch_add(1, Ordering::Relaxed);
             }
             Err(_timeout) => {
+                // The exchange stopped half-way: the connection is in an unknown state.
+                connection.close();
                 pod.record_failed_scrape(true);
                 stats.failed.fetch_add(1, Ordering::Relaxed);
             }
@@ -172,18 +161,15 @@ enum Failure {
 }
 
 async fn scrape(
-    client: &reqwest::Client,
-    url: &str,
-    names: &MetricNames,
+    connection: &mut Connection,
+    reader: &mut SeriesReader,
 ) -> Result<scheduler::PodMetrics, Failure> {
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|_| Failure::Unreachable)?;
-    if !response.status().is_success() {
-        return Err(Failure::Unusable);
+    let fetched = connection.fetch_lines(|line| reader.line(line)).await;
+    // Always finish, so the reader starts the next scrape empty.
+    let metrics = reader.finish(Instant::now());
+    match fetched {
+        Ok(()) => metrics.map_err(|_| Failure::Unusable),
+        Err(FetchError::Unreachable(_)) => Err(Failure::Unreachable),
+        Err(FetchError::Unusable(_)) => Err(Failure::Unusable),
     }
-    let text = response.text().await.map_err(|_| Failure::Unreachable)?;
-    exposition::parse(&text, names, Instant::now()).map_err(|_| Failure::Unusable)
 }

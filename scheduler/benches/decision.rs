@@ -38,6 +38,9 @@ fn seed_like(c: &mut Criterion) {
         b.iter(|| parse(&bodies[0], ApiKind::Completions).unwrap().model.len())
     });
     let long = workload::bodies(4, 2, 200_000, 20_000);
+    group.bench_function("parse only, 220KB", |b| {
+        b.iter(|| parse(&long[0], ApiKind::Completions).unwrap().model.len())
+    });
     group.bench_function("220KB prompt, 16 pods", |b| {
         b.iter(|| decide(&scheduler, &long[0], &pods))
     });

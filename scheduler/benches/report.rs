@@ -13,7 +13,12 @@ mod workload;
 use std::time::Instant;
 
 use scheduler::{PodView, Scheduler};
+use workload::counting_alloc::CountingAllocator;
 use workload::*;
+
+/// Counts heap allocations, for `allocations_per_decision`.
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 const SEED_PODS: usize = 16;
 const WARM_BLOCKS: usize = 1_000_000;
@@ -80,6 +85,8 @@ fn main() {
     let warm_blocks = scheduler.prefix_index().blocks();
     let warm_bytes = scheduler.prefix_index().bytes();
     time_decisions(&scheduler, &addresses, &seed_bodies, 2_000, 0); // warm caches
+    let (allocations, allocated_bytes) =
+        allocations_per_decision(&scheduler, &pods, &seed_bodies, 10_000);
     let seed = in_rounds(|round| {
         time_decisions(
             &scheduler,
@@ -101,6 +108,8 @@ fn main() {
     // --- Long prompts: 220 KB (200 KB shared + 20 KB own). ---
     let long_bodies = bodies(8, 4, 200_000, 20_000);
     warm(&scheduler, &pods, 0, &long_bodies);
+    let (long_allocations, long_allocated_bytes) =
+        allocations_per_decision(&scheduler, &pods, &long_bodies, 1_000);
     let long = in_rounds(|round| {
         time_decisions(
             &scheduler,
@@ -169,6 +178,10 @@ fn main() {
         "decision_p99_us": round(seed.p99),
         "decision_cpu_p50_us": round(seed.cpu_p50),
         "decision_cpu_p99_us": round(seed.cpu_p99),
+        "allocations_per_decision": round(allocations),
+        "allocated_bytes_per_decision": round(allocated_bytes),
+        "long_prompt_allocations_per_decision": round(long_allocations),
+        "long_prompt_allocated_bytes_per_decision": round(long_allocated_bytes),
         "long_prompt_p50_us": round(long.p50),
         "long_prompt_p99_us": round(long.p99),
         "long_prompt_cpu_p50_us": round(long.cpu_p50),

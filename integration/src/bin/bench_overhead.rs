@@ -1,16 +1,27 @@
-//! `make bench-overhead`: latency the module adds to Envoy.
+//! `make bench-overhead`: what the module costs inside Envoy.
 //!
 //! Starts one stand-in backend and two Envoys in front of it — plain Envoy (ROUND_ROBIN, no
-//! module) and Envoy with the module — then sends the same 10 KB JSON completion request
-//! alternately to each, one at a time over keep-alive connections, and reports p50/p99 of both
-//! and the difference. Alternating cancels drift in machine load between the two.
+//! module) and Envoy with the module's default profile (queue, KV-cache, prefix and
+//! LoRA-affinity scorers, pod metrics scraped from the backend) — and measures both in the same
+//! run, in `ROUNDS` rounds (default 5). Each round:
 //!
-//! Then the maximum throughput of each at saturation: `SATURATION_CLIENTS` keep-alive clients
-//! (threads) send the same request back to back for `SATURATION_SECS`, one Envoy at a time, and
-//! the completed requests per second are reported. The module runs its default profile
-//! (queue, KV-cache, prefix and LoRA-affinity scorers, pod metrics scraped from the backend).
+//! 1. latency: the same JSON completion request sent alternately to each Envoy, one at a time
+//!    over keep-alive connections, `requests` times each (which Envoy goes first alternates
+//!    between rounds); p50/p99 of each;
+//! 2. saturation: `SATURATION_CLIENTS` keep-alive clients send back to back for
+//!    `SATURATION_SECS`, one Envoy at a time (order alternating between rounds); completed
+//!    requests per second, and the Envoy process's CPU time per request over the same window
+//!    (steadier than throughput on a busy machine: time another process takes from Envoy's core
+//!    lowers req/s but not CPU per request).
 //!
-//! Usage: bench_overhead [requests per target (default 3000)] [body KiB (default 10)]
+//! The reported figure of each is the median over the rounds, with the spread (min, max)
+//! beside it. With two or more CPUs, both Envoys (one worker thread each) are pinned to one CPU
+//! (`ENVOY_CPU`, default the last), so the worker never migrates and the two are measured on
+//! the same core; the JSON says how busy Envoy was at saturation (`*_envoy_cpu_percent`: near
+//! 100 when Envoy is the bottleneck, lower when the clients or other processes are).
+//!
+//! Usage: bench_overhead [requests per target per round (default 1000)] [body KiB (default 10)]
+//! Writes target/bench/overhead-<KiB>k.json.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,12 +34,26 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
+/// One target's figures in one round.
+#[derive(Clone, Copy, Default)]
+struct RoundFigures {
+    p50_us: f64,
+    p99_us: f64,
+    max_rps: f64,
+    cpu_us_per_request: f64,
+    envoy_cpu_percent: f64,
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args
         .next()
-        .map_or(3000, |a| a.parse().expect("requests per target"));
+        .map_or(1000, |a| a.parse().expect("requests per target per round"));
     let body_kib: usize = args.next().map_or(10, |a| a.parse().expect("body KiB"));
+    let rounds: usize = env_or("ROUNDS", 5);
+    let clients: usize = env_or("SATURATION_CLIENTS", 32);
+    let secs: f64 = env_or("SATURATION_SECS", 3.0);
+    let load_at_start = load_average();
 
     let backend = Backend::start(SseGate::default());
     // vLLM-shaped metrics, so the default profile's metric scorers score instead of abstaining.
@@ -46,6 +71,9 @@ fn main() {
     module_config.concurrency = 1;
     let plain = Envoy::start(&plain_config);
     let module = Envoy::start(&module_config);
+    let envoy_pids = child_pids();
+    assert_eq!(envoy_pids.len(), 2, "expected two Envoy children");
+    let envoy_cpu = pin_children(&envoy_pids);
 
     let words = "the quick brown fox jumps over the lazy dog ".repeat(body_kib * 1024 / 44 + 1);
     let body = serde_json::json!({ "model": "m", "prompt": &words[..body_kib * 1024 - 40], "max_tokens": 1 })
@@ -72,58 +100,197 @@ fn main() {
             send(t);
         }
     }
-    let mut samples = [Vec::with_capacity(n), Vec::with_capacity(n)];
-    for _ in 0..n {
-        for (i, t) in targets.iter().enumerate() {
-            samples[i].push(send(t));
+
+    // figures[round][target]
+    let mut figures = vec![[RoundFigures::default(); 2]; rounds];
+    for (round, fig) in figures.iter_mut().enumerate() {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut samples = [Vec::with_capacity(n), Vec::with_capacity(n)];
+        for _ in 0..n {
+            for &i in &order {
+                samples[i].push(send(&targets[i]));
+            }
         }
+        for (i, s) in samples.iter_mut().enumerate() {
+            s.sort();
+            fig[i].p50_us = percentile(s, 0.50);
+            fig[i].p99_us = percentile(s, 0.99);
+        }
+        for &i in &order {
+            let (rps, requests, elapsed, cpu) =
+                saturate(&targets[i], &body, clients, secs, envoy_pids[i]);
+            fig[i].max_rps = rps;
+            fig[i].cpu_us_per_request = cpu * 1e6 / requests.max(1) as f64;
+            fig[i].envoy_cpu_percent = cpu / elapsed * 100.0;
+        }
+        println!(
+            "round {}: p50 {:.0} / {:.0} µs, p99 {:.0} / {:.0} µs, max {:.0} / {:.0} req/s, \
+             Envoy CPU {:.0} / {:.0} µs per request ({:.0} / {:.0} % of a core), plain / module",
+            round + 1,
+            fig[0].p50_us,
+            fig[1].p50_us,
+            fig[0].p99_us,
+            fig[1].p99_us,
+            fig[0].max_rps,
+            fig[1].max_rps,
+            fig[0].cpu_us_per_request,
+            fig[1].cpu_us_per_request,
+            fig[0].envoy_cpu_percent,
+            fig[1].envoy_cpu_percent,
+        );
     }
-    samples.iter_mut().for_each(|s| s.sort());
-    let [plain_s, module_s] = &samples;
-    let (p50_plain, p99_plain) = (percentile(plain_s, 0.50), percentile(plain_s, 0.99));
-    let (p50_mod, p99_mod) = (percentile(module_s, 0.50), percentile(module_s, 0.99));
+
+    let stat = |target: usize, f: fn(&RoundFigures) -> f64| {
+        Spread::of(figures.iter().map(|r| f(&r[target])).collect())
+    };
+    let per_round = |f: fn(&[RoundFigures; 2]) -> f64| Spread::of(figures.iter().map(f).collect());
+    let (plain_p50, module_p50) = (stat(0, |f| f.p50_us), stat(1, |f| f.p50_us));
+    let (plain_p99, module_p99) = (stat(0, |f| f.p99_us), stat(1, |f| f.p99_us));
+    let (plain_rps, module_rps) = (stat(0, |f| f.max_rps), stat(1, |f| f.max_rps));
+    let (plain_cpu, module_cpu) = (
+        stat(0, |f| f.cpu_us_per_request),
+        stat(1, |f| f.cpu_us_per_request),
+    );
+    // Differences and ratios within each round, then their median: the pairing cancels load
+    // that changed between rounds.
+    let added_p50 = per_round(|r| r[1].p50_us - r[0].p50_us);
+    let added_p99 = per_round(|r| r[1].p99_us - r[0].p99_us);
+    let rps_ratio = per_round(|r| r[1].max_rps / r[0].max_rps);
+    let added_cpu = per_round(|r| r[1].cpu_us_per_request - r[0].cpu_us_per_request);
+    let load_at_end = load_average();
 
     println!(
-        "body {} bytes, {n} requests per target, sequential, keep-alive, Envoy --concurrency 1",
-        body.len()
+        "\nbody {} bytes; {rounds} rounds of {n} sequential requests per target (keep-alive) and \
+         {secs} s at saturation ({clients} keep-alive clients); Envoy --concurrency 1 {}; \
+         load average {load_at_start:.2} at start, {load_at_end:.2} at end",
+        body.len(),
+        match envoy_cpu {
+            Some(cpu) => format!("pinned to CPU {cpu}"),
+            None => "unpinned (one CPU)".into(),
+        }
     );
-    println!("| target | p50 µs | p99 µs |");
-    println!("|---|---|---|");
-    println!("| plain Envoy | {p50_plain:.0} | {p99_plain:.0} |");
-    println!("| Envoy + module | {p50_mod:.0} | {p99_mod:.0} |");
+    println!("median over rounds [min–max]:\n");
+    println!("| figure | plain Envoy | Envoy + module | module − plain (per round) |");
+    println!("|---|---|---|---|");
     println!(
-        "| added | {:+.0} ({:.2}×) | {:+.0} ({:.2}×) |",
-        p50_mod - p50_plain,
-        p50_mod / p50_plain,
-        p99_mod - p99_plain,
-        p99_mod / p99_plain
+        "| p50 µs | {} | {} | {} |",
+        plain_p50.show(0),
+        module_p50.show(0),
+        added_p50.show_signed(0)
     );
-    let clients: usize = env_or("SATURATION_CLIENTS", 32);
-    let secs: f64 = env_or("SATURATION_SECS", 5.0);
-    let max_plain = saturate(&targets[0], &body, clients, secs);
-    let max_mod = saturate(&targets[1], &body, clients, secs);
     println!(
-        "saturation ({clients} keep-alive clients, {secs} s each): plain {max_plain:.0} req/s, \
-         with module {max_mod:.0} req/s ({:.2}×)",
-        max_mod / max_plain
+        "| p99 µs | {} | {} | {} |",
+        plain_p99.show(0),
+        module_p99.show(0),
+        added_p99.show_signed(0)
     );
+    println!(
+        "| max req/s | {} | {} | ratio {} |",
+        plain_rps.show(0),
+        module_rps.show(0),
+        rps_ratio.show(3)
+    );
+    println!(
+        "| Envoy CPU µs per request at saturation | {} | {} | {} |",
+        plain_cpu.show(1),
+        module_cpu.show(1),
+        added_cpu.show_signed(1)
+    );
+
+    let per_round_json: Vec<_> = figures
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "plain_p50_us": r[0].p50_us, "module_p50_us": r[1].p50_us,
+                "plain_p99_us": r[0].p99_us, "module_p99_us": r[1].p99_us,
+                "plain_max_rps": r[0].max_rps, "module_max_rps": r[1].max_rps,
+                "plain_cpu_us_per_request": r[0].cpu_us_per_request,
+                "module_cpu_us_per_request": r[1].cpu_us_per_request,
+            })
+        })
+        .collect();
     let json = serde_json::json!({
-        "saturation_clients": clients, "saturation_secs": secs,
-        "plain_max_req_per_s": max_plain, "module_max_req_per_s": max_mod,
+        "body_bytes": body.len(),
+        "rounds": rounds,
+        "requests_per_target_per_round": n,
+        "saturation_clients": clients,
+        "saturation_secs": secs,
         "module_profile": "default",
-        "load_average_at_end": std::fs::read_to_string("/proc/loadavg").ok()
-            .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok()),
-        "body_bytes": body.len(), "requests_per_target": n,
-        "plain_p50_us": p50_plain, "plain_p99_us": p99_plain,
-        "module_p50_us": p50_mod, "module_p99_us": p99_mod,
-        "added_p50_us": p50_mod - p50_plain, "added_p99_us": p99_mod - p99_plain,
-        "ratio_p50": p50_mod / p50_plain, "ratio_p99": p99_mod / p99_plain,
+        "envoy_pinned_cpu": envoy_cpu,
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": load_at_end,
+        "plain_p50_us": plain_p50.median, "plain_p50_us_spread": plain_p50.range(),
+        "module_p50_us": module_p50.median, "module_p50_us_spread": module_p50.range(),
+        "plain_p99_us": plain_p99.median, "plain_p99_us_spread": plain_p99.range(),
+        "module_p99_us": module_p99.median, "module_p99_us_spread": module_p99.range(),
+        "added_p50_us": added_p50.median, "added_p50_us_spread": added_p50.range(),
+        "added_p99_us": added_p99.median, "added_p99_us_spread": added_p99.range(),
+        "plain_max_rps": plain_rps.median, "plain_max_rps_spread": plain_rps.range(),
+        "module_max_rps": module_rps.median, "module_max_rps_spread": module_rps.range(),
+        "max_rps_ratio": rps_ratio.median, "max_rps_ratio_spread": rps_ratio.range(),
+        "plain_cpu_us_per_request": plain_cpu.median,
+        "plain_cpu_us_per_request_spread": plain_cpu.range(),
+        "module_cpu_us_per_request": module_cpu.median,
+        "module_cpu_us_per_request_spread": module_cpu.range(),
+        "added_cpu_us_per_request": added_cpu.median,
+        "added_cpu_us_per_request_spread": added_cpu.range(),
+        "plain_envoy_cpu_percent": stat(0, |f| f.envoy_cpu_percent).median,
+        "module_envoy_cpu_percent": stat(1, |f| f.envoy_cpu_percent).median,
+        "per_round": per_round_json,
     });
     let out = integration::paths::repo_root().join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
     let file = out.join(format!("overhead-{body_kib}k.json"));
     std::fs::write(&file, serde_json::to_string_pretty(&json).unwrap()).unwrap();
-    println!("wrote {}", file.display());
+    println!("\nwrote {}", file.display());
+}
+
+/// Median and range of one figure over the rounds.
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(mut values: Vec<f64>) -> Spread {
+        values.sort_by(f64::total_cmp);
+        let mid = values.len() / 2;
+        let median = if values.len() % 2 == 1 {
+            values[mid]
+        } else {
+            (values[mid - 1] + values[mid]) / 2.0
+        };
+        Spread {
+            median,
+            min: values[0],
+            max: values[values.len() - 1],
+        }
+    }
+
+    fn range(&self) -> [f64; 2] {
+        [self.min, self.max]
+    }
+
+    fn show(&self, digits: usize) -> String {
+        format!(
+            "{:.d$} [{:.d$}–{:.d$}]",
+            self.median,
+            self.min,
+            self.max,
+            d = digits
+        )
+    }
+
+    fn show_signed(&self, digits: usize) -> String {
+        format!(
+            "{:+.d$} [{:+.d$} to {:+.d$}]",
+            self.median,
+            self.min,
+            self.max,
+            d = digits
+        )
+    }
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -133,10 +300,86 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Fields of /proc/<pid>/stat after the command name (which may contain spaces).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    Some(after.split_whitespace().map(str::to_owned).collect())
+}
+
+/// User + system CPU seconds of process `pid`, all its threads.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let f = stat_fields(pid).expect("Envoy process stat");
+    // utime and stime are fields 14 and 15 of stat; index 11 and 12 after the name.
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0 // USER_HZ
+}
+
+/// Our child processes (the two Envoys), oldest first.
+fn child_pids() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| stat_fields(pid).is_some_and(|f| f[1] == me))
+        .collect();
+    pids.sort();
+    pids
+}
+
+/// Pins every thread of `pids` to one CPU (`ENVOY_CPU`, default the last online CPU) when
+/// there is more than one; returns that CPU. The clients and the backend stay on whatever CPUs
+/// the caller gave this process: on a 2-CPU machine, pinning them to the other CPU alone makes
+/// them the bottleneck (they do twice Envoy's work per request), and the saturation figure
+/// would measure them instead of Envoy.
+fn pin_children(pids: &[u32]) -> Option<usize> {
+    // Online CPUs, e.g. "0-1" (`available_parallelism` would count only the ones we may use).
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    let online = cpu_list(online.trim());
+    let cpu = env_or("ENVOY_CPU", *online.last()?);
+    if online.len() < 2 || !online.contains(&cpu) {
+        return None;
+    }
+    for pid in pids {
+        let status = std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("taskset");
+        assert!(status.success(), "taskset -a -p -c {cpu} {pid} failed");
+    }
+    Some(cpu)
+}
+
+/// The CPUs of a list such as "0", "0-1" or "0,2-3".
+fn cpu_list(list: &str) -> Vec<usize> {
+    list.split(',')
+        .filter_map(|part| match part.split_once('-') {
+            Some((a, b)) => Some((a.parse().ok()?..=b.parse().ok()?).collect::<Vec<_>>()),
+            None => Some(vec![part.parse().ok()?]),
+        })
+        .flatten()
+        .collect()
+}
+
 /// Completed requests per second with `clients` threads sending back to back over keep-alive
-/// for `secs` (after a one-second warm-up). A failed request stops the run: a saturation figure
-/// that counts errors would flatter a gateway that fails fast.
-fn saturate(url: &str, body: &str, clients: usize, secs: f64) -> f64 {
+/// for `secs` (after a half-second warm-up), with the requests counted, the seconds they took
+/// and the CPU seconds Envoy (`envoy_pid`) used meanwhile. A failed request stops the run: a saturation figure that counts errors would flatter
+/// a gateway that fails fast.
+fn saturate(
+    url: &str,
+    body: &str,
+    clients: usize,
+    secs: f64,
+    envoy_pid: u32,
+) -> (f64, u64, f64, f64) {
     let done = Arc::new(AtomicU64::new(0));
     let counting = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -162,15 +405,17 @@ fn saturate(url: &str, body: &str, clients: usize, secs: f64) -> f64 {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu0 = process_cpu_seconds(envoy_pid);
     counting.store(true, Ordering::Relaxed);
     let start = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(secs));
     let n = done.load(Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds(envoy_pid) - cpu0;
     stop.store(true, Ordering::Relaxed);
     threads
         .into_iter()
         .for_each(|t| t.join().expect("client thread"));
-    n as f64 / elapsed
+    (n as f64 / elapsed, n, elapsed, cpu)
 }

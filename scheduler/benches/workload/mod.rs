@@ -3,6 +3,8 @@
 //! system prompt), pods with varied metrics, and an index warmed to a given number of blocks.
 #![allow(dead_code)]
 
+pub mod counting_alloc;
+
 use std::time::Instant;
 
 use scheduler::request::{parse, ApiKind};
@@ -143,6 +145,27 @@ pub fn decide(scheduler: &Scheduler, body: &[u8], pods: &[PodView<'_>]) -> usize
         .schedule(&request, pods, &RequestContext::default())
         .expect("pods available")
         .pod
+}
+
+/// Mean heap allocations and bytes allocated per decision over `count` decisions (one full
+/// decision each: parse + schedule, as the filter makes it), counted by
+/// [`counting_alloc::CountingAllocator`], which the calling bench must install. Call with no
+/// other thread allocating.
+pub fn allocations_per_decision(
+    scheduler: &Scheduler,
+    pods: &[PodView<'_>],
+    bodies: &[Vec<u8>],
+    count: usize,
+) -> (f64, f64) {
+    let (a0, b0) = counting_alloc::allocations();
+    for i in 0..count {
+        std::hint::black_box(decide(scheduler, &bodies[i % bodies.len()], pods));
+    }
+    let (a1, b1) = counting_alloc::allocations();
+    (
+        (a1 - a0) as f64 / count as f64,
+        (b1 - b0) as f64 / count as f64,
+    )
 }
 
 /// Per-decision times in microseconds: wall clock, and CPU time of the deciding thread (which

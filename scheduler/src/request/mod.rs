@@ -12,6 +12,7 @@ use std::fmt;
 use std::ops::ControlFlow;
 
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 /// Which OpenAI endpoint a request was sent to; decides which body fields are required.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,8 +50,9 @@ pub struct InferenceRequest<'a> {
 /// The prompt of a request, in the shape it arrived.
 #[derive(Debug)]
 pub enum Input<'a> {
-    /// `/v1/completions` `prompt`: one string or a batch of strings.
-    Prompt(Vec<Cow<'a, str>>),
+    /// `/v1/completions` `prompt`: one string or a batch of strings (one inline, without a
+    /// heap allocation).
+    Prompt(SmallVec<[Cow<'a, str>; 1]>),
     /// `/v1/completions` `prompt` as token ids (one list or a batch).
     Tokens(Vec<Vec<u32>>),
     /// `/v1/chat/completions` `messages`.
@@ -76,7 +78,7 @@ pub enum Content<'a> {
 pub struct ContentPart<'a> {
     #[serde(borrow, rename = "type", default)]
     pub kind: Cow<'a, str>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "parse::optional_text")]
     pub text: Option<Cow<'a, str>>,
 }
 
@@ -282,6 +284,44 @@ mod tests {
         assert!(err.to_string().contains("`prompt`"), "{err}");
         let err = parse(br#"{"messages":"hi"}"#, ApiKind::Chat).unwrap_err();
         assert!(err.to_string().contains("`messages`"), "{err}");
+    }
+
+    #[test]
+    fn type_errors_in_model_and_stream_name_the_field() {
+        let err = parse(br#"{"prompt":"hi","stream":"yes"}"#, ApiKind::Completions).unwrap_err();
+        assert_eq!(
+            err,
+            RequestError::InvalidField {
+                field: "stream",
+                expected: "a boolean"
+            }
+        );
+        assert_eq!(err.to_string(), "field `stream` must be a boolean");
+        let err = parse(br#"{"model":7,"prompt":"hi"}"#, ApiKind::Completions).unwrap_err();
+        assert_eq!(err.to_string(), "field `model` must be a string");
+        // A syntax error inside those fields is still a syntax error.
+        let err = parse(br#"{"prompt":"hi","stream":tru}"#, ApiKind::Completions).unwrap_err();
+        assert!(matches!(err, RequestError::InvalidJson(_)), "{err:?}");
+    }
+
+    #[test]
+    fn escaped_prompts_are_decoded_once_and_plain_ones_borrowed() {
+        let req = parse(
+            br#"{"prompt":"line\none \"q\" \u00e9\ud83d\ude00"}"#,
+            ApiKind::Completions,
+        )
+        .unwrap();
+        assert_eq!(req.prompt_text(), "line\none \"q\" \u{e9}\u{1f600}");
+        let body = br#"{"messages":[{"role":"user","content":[{"type":"text","text":"a\tb"},{"type":"text","text":"plain"}]}]}"#;
+        let req = parse(body, ApiKind::Chat).unwrap();
+        let Input::Messages(messages) = &req.input else {
+            panic!("messages")
+        };
+        let Some(Content::Parts(parts)) = &messages[0].content else {
+            panic!("parts")
+        };
+        assert_eq!(parts[0].text.as_deref(), Some("a\tb"));
+        assert!(matches!(parts[1].text, Some(Cow::Borrowed("plain"))));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::error::Category;
+use smallvec::smallvec;
 
 use super::{ApiKind, Content, ContentPart, InferenceRequest, Input, Message, RequestError};
 
@@ -40,21 +41,20 @@ pub fn parse(body: &[u8], kind: ApiKind) -> Result<InferenceRequest<'_>, Request
     })
 }
 
+const MODEL: &str = "model";
 const PROMPT: &str = "prompt";
 const MESSAGES: &str = "messages";
+const STREAM: &str = "stream";
 
+/// The error for a value of the wrong type in `field`.
 fn field_error(field: &'static str) -> RequestError {
-    if field == PROMPT {
-        RequestError::InvalidField {
-            field: PROMPT,
-            expected: "a string, an array of strings, or token ids",
-        }
-    } else {
-        RequestError::InvalidField {
-            field: MESSAGES,
-            expected: "an array of {role, content} objects",
-        }
-    }
+    let expected = match field {
+        MODEL => "a string",
+        PROMPT => "a string, an array of strings, or token ids",
+        STREAM => "a boolean",
+        _ => "an array of {role, content} objects",
+    };
+    RequestError::InvalidField { field, expected }
 }
 
 /// The fields the scheduler reads; unknown fields are skipped, as model servers do.
@@ -102,8 +102,16 @@ impl<'de> Visitor<'de> for BodySeed<'_> {
         // A repeated key takes its last value, as Python's JSON parser (and so vLLM) does.
         while let Some(key) = map.next_key::<Field>()? {
             match key {
-                Field::Model => decoded.model = map.next_value::<Option<Text<'de>>>()?.map(|t| t.0),
-                Field::Stream => decoded.stream = map.next_value()?,
+                Field::Model => {
+                    self.field.set(Some(MODEL));
+                    decoded.model = map.next_value::<Option<Text<'de>>>()?.map(|t| t.0);
+                    self.field.set(None);
+                }
+                Field::Stream => {
+                    self.field.set(Some(STREAM));
+                    decoded.stream = map.next_value()?;
+                    self.field.set(None);
+                }
                 Field::Prompt if self.kind != ApiKind::Chat => {
                     self.field.set(Some(PROMPT));
                     decoded.prompt = map.next_value_seed(PromptSeed)?;
@@ -148,6 +156,14 @@ impl<'de> Deserialize<'de> for Text<'de> {
     }
 }
 
+/// For `Option<Cow<str>>` fields: serde's `borrow` attribute borrows a `Cow<str>` but not an
+/// `Option<Cow<str>>`, which it would always copy.
+pub(super) fn optional_text<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'de, str>>, D::Error> {
+    Ok(Option::<Text<'de>>::deserialize(deserializer)?.map(|t| t.0))
+}
+
 /// `prompt`: a string, a list of strings, a list of token ids or a list of such lists;
 /// `null` counts as absent.
 struct PromptSeed;
@@ -172,11 +188,11 @@ impl<'de> Visitor<'de> for PromptSeed {
     }
 
     fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(Some(Input::Prompt(vec![Cow::Borrowed(s)])))
+        Ok(Some(Input::Prompt(smallvec![Cow::Borrowed(s)])))
     }
 
     fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Some(Input::Prompt(vec![Cow::Owned(s.to_owned())])))
+        Ok(Some(Input::Prompt(smallvec![Cow::Owned(s.to_owned())])))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
@@ -197,7 +213,7 @@ impl<'de> Visitor<'de> for PromptSeed {
         } else if !batches.is_empty() {
             Input::Tokens(batches)
         } else {
-            Input::Prompt(texts)
+            Input::Prompt(texts.into())
         }))
     }
 }
