@@ -36,7 +36,10 @@ pub struct PrefixMatches(pub Vec<u32>);
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrefixParameters {
-    /// Leading blocks that name a prefix for placing it when unseen (default 4).
+    /// Leading blocks that name a prefix for placing it when unseen (default 1). More would
+    /// tell apart prompts that share a start, but the key must not change as a conversation
+    /// grows: with 4, a chat whose first turn was 3 blocks long got a new home on turn 2 (the
+    /// holder matched 3 < 4 blocks, so the prefix looked unseen) and 6 % of chat turns moved.
     #[serde(default = "default_home_blocks")]
     pub home_blocks: usize,
     /// Waiting requests above the shortest queue within which a pod can be an unseen prefix's
@@ -46,7 +49,7 @@ pub struct PrefixParameters {
 }
 
 fn default_home_blocks() -> usize {
-    4
+    1
 }
 
 fn default_home_band() -> f64 {
