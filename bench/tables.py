@@ -10,11 +10,22 @@ import sys
 COLUMNS = [("hit_ratio", "hit ratio", "{:.3f}"), ("ttft_p50_ms", "P50 TTFT", "{:.0f}"),
            ("ttft_p95_ms", "P95 TTFT", "{:.0f}"), ("itl_p50_ms", "P50 ITL", "{:.1f}"),
            ("itl_p95_ms", "P95 ITL", "{:.1f}"), ("req_per_s", "req/s", "{:.1f}"),
-           ("input_tok_per_s", "input tok/s", "{:.0f}"), ("errors", "errors", "{}")]
+           ("input_tok_per_s", "input tok/s", "{:.0f}"), ("errors", "errors", "{}"),
+           ("max_pod_share", "busiest pod ÷ even share", "{:.2f}"),
+           ("turns_on_session_pod", "turns on conversation's pod", "{:.3f}")]
+
+
+def max_pod_share(r):
+    per_pod = r.get("requests_per_pod") or []
+    total = sum(per_pod)
+    return max(per_pod) * len(per_pod) / total if total else None
 
 
 def ceiling(doc):
     c = doc["setup"]["workload"].get("hit_ratio_ceiling")
+    if c is None:
+        cs = [r.get("multi_turn_hit_ceiling") for r in doc["results"] if r.get("multi_turn_hit_ceiling")]
+        c = cs[0] if cs else None
     return "-" if c is None else f"{c:.3f}"
 
 
@@ -29,6 +40,7 @@ def table(doc):
         if r.get("skipped"):
             lines.append(f"| `{r['target']}` | skipped: {r['skipped']} |" + " |" * (len(COLUMNS) - 1))
             continue
+        r = dict(r, max_pod_share=max_pod_share(r))
         cells = [fmt.format(r[key]) if r.get(key) is not None else "-" for key, _, fmt in COLUMNS]
         lines.append(f"| `{r['target']}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -2,8 +2,9 @@
 # `make bench`: every routing choice in front of the same simulated pods, on the reference's
 # shared-prefix workloads scaled to this machine (bench/README.md). Writes bench/results/.
 #
-# Knobs (environment): SCENARIOS (default "shared-prefix-high shared-prefix-low sharegpt"), TARGETS
-# (comma list, default all eight), BENCH_GROUPS (shared-prefix groups, default the scenario's),
+# Knobs (environment): SCENARIOS (default "shared-prefix-high shared-prefix-low sharegpt chat-bursty
+# overload replicas seed-scale"), TARGETS
+# (comma list, default the scenario's), BENCH_GROUPS (shared-prefix groups, default the scenario's),
 # TIME_SCALE, LENGTH_DIVISOR (default 4; 1 = the reference's own lengths), ROUTER_VENV (default
 # target/router-venv), SIM_CPUS / CLIENT_CPUS (default 0 / 1 on a machine with 2+ CPUs).
 set -euo pipefail
@@ -11,7 +12,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 venv="${ROUTER_VENV:-$target_dir/router-venv}"
-scenarios="${SCENARIOS:-shared-prefix-high shared-prefix-low sharegpt}"
+scenarios="${SCENARIOS:-shared-prefix-high shared-prefix-low sharegpt chat-bursty overload replicas seed-scale}"
 
 # The peers and matplotlib live in their own virtualenv, not the project's .venv. A peer that
 # cannot be installed is skipped by the runner (its entry says why); the run goes on.

@@ -23,6 +23,11 @@ pub struct Outcome {
     /// The generated text (multi-turn chat sends it back in the next turn).
     pub output_text: String,
     pub error: Option<String>,
+    /// The simulated pod that served it, from the response id (`cmpl-sim<pod>-<n>`); any
+    /// router in front passes the id through, so this works for every target.
+    pub pod: Option<usize>,
+    /// Index of the session (conversation) the request belongs to.
+    pub session: usize,
 }
 
 /// The JSON body for a request: a completions prompt, or the chat so far.
@@ -76,6 +81,9 @@ pub async fn send(client: &reqwest::Client, url: &str, body: String) -> Outcome 
                 }
                 let event: Value =
                     serde_json::from_str(&data).map_err(|e| format!("bad SSE event: {e}"))?;
+                if outcome.pod.is_none() {
+                    outcome.pod = event["id"].as_str().and_then(sim_pod);
+                }
                 if let Some(text) = token_text(&event) {
                     events += 1;
                     tokens_in_read += 1;
@@ -142,6 +150,12 @@ fn token_text(event: &Value) -> Option<&str> {
         .or_else(|| choice.get("delta")?.get("content"))?
         .as_str()?;
     (!text.is_empty()).then_some(text)
+}
+
+/// The pod index in a simulator response id: `cmpl-sim2-17` → 2.
+fn sim_pod(id: &str) -> Option<usize> {
+    let rest = &id[id.find("-sim")? + 4..];
+    rest[..rest.find('-')?].parse().ok()
 }
 
 fn truncate(s: &str, n: usize) -> &str {
@@ -234,6 +248,13 @@ mod tests {
         assert_eq!(token_text(&role), None);
         assert_eq!(token_text(&chat), Some(" yo"));
         assert_eq!(token_text(&usage), None);
+    }
+
+    #[test]
+    fn the_serving_pod_is_read_from_the_response_id() {
+        assert_eq!(sim_pod("cmpl-sim2-17"), Some(2));
+        assert_eq!(sim_pod("chatcmpl-sim10-0"), Some(10));
+        assert_eq!(sim_pod("chatcmpl-abc"), None);
     }
 
     #[test]

@@ -14,8 +14,9 @@ use crate::client::{self, Outcome};
 use crate::workload::{poisson_gaps, Api, Session};
 
 pub struct Load {
-    /// Base URL of the target, e.g. `http://127.0.0.1:10000`.
-    pub url: String,
+    /// Base URLs of the target, e.g. `http://127.0.0.1:10000`; with several (gateway
+    /// replicas), each session goes to one of them at random (seeded).
+    pub urls: Vec<String>,
     pub model: String,
     /// Session arrivals per second (infinite: all at once).
     pub rate: f64,
@@ -55,15 +56,20 @@ async fn drive(load: &Load, sessions: &[Session]) -> (Vec<Outcome>, f64) {
     );
     let permits = Arc::new(Semaphore::new(load.concurrency.max(1)));
     let endpoint = Rc::new((
-        load.url.trim_end_matches('/').to_string(),
+        load.urls
+            .iter()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .collect::<Vec<_>>(),
         load.model.clone(),
     ));
+    let mut pick = fastrand::Rng::with_seed(load.seed ^ 0x5eed);
     let start = Instant::now();
     let local = tokio::task::LocalSet::new();
     let mut handles = Vec::with_capacity(sessions.len());
     let mut due = 0.0;
-    for (session, gap) in sessions.iter().zip(gaps) {
+    for (index, (session, gap)) in sessions.iter().zip(gaps).enumerate() {
         due += gap;
+        let replica = pick.usize(..endpoint.0.len().max(1));
         let wait = Duration::from_secs_f64(due).saturating_sub(start.elapsed());
         let (client, permits, endpoint, bar, session) = (
             client.clone(),
@@ -74,7 +80,11 @@ async fn drive(load: &Load, sessions: &[Session]) -> (Vec<Outcome>, f64) {
         );
         handles.push(local.spawn_local(async move {
             tokio::time::sleep(wait).await;
-            run_session(&client, &permits, &endpoint.0, &endpoint.1, &session, &bar).await
+            let base = &endpoint.0[replica];
+            let mut outcomes =
+                run_session(&client, &permits, base, &endpoint.1, &session, &bar).await;
+            outcomes.iter_mut().for_each(|o| o.session = index);
+            outcomes
         }));
     }
     let outcomes = local
@@ -140,7 +150,7 @@ mod tests {
 
     fn load(url: String, concurrency: usize) -> Load {
         Load {
-            url,
+            urls: vec![url],
             model: "meta-llama/Llama-3.1-8B-Instruct".into(),
             rate: 200.0,
             concurrency,

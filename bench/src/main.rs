@@ -92,9 +92,10 @@ struct Shape {
     concurrency: Option<usize>,
     #[arg(long)]
     seed: Option<u64>,
-    /// Divide the reference's prompt/output lengths and the pods' KV cache by this.
-    #[arg(long, default_value_t = scenario::LENGTH_DIVISOR)]
-    length_divisor: usize,
+    /// Divide the reference's prompt/output lengths and the pods' KV cache by this (default 4;
+    /// `seed-scale` is 1).
+    #[arg(long)]
+    length_divisor: Option<usize>,
     #[arg(long, default_value = "meta-llama/Llama-3.1-8B-Instruct")]
     model: String,
 }
@@ -137,7 +138,7 @@ fn main() {
             time_scale,
         } => shape.scenario(time_scale).map(|s| {
             let load = loadgen::Load {
-                url,
+                urls: vec![url],
                 model: shape.model.clone(),
                 rate: s.rate,
                 concurrency: s.concurrency,
@@ -159,10 +160,10 @@ fn main() {
             router_venv,
             envoy_concurrency,
         } => shape.scenario(time_scale).and_then(|scenario| {
-            let targets = targets.unwrap_or_else(|| targets::ALL.map(String::from).to_vec());
-            if let Some(bad) = targets.iter().find(|t| !targets::ALL.contains(&t.as_str())) {
+            let targets = targets.unwrap_or_else(|| scenario.targets.clone());
+            if let Some(bad) = targets.iter().find(|t| !targets::known(t)) {
                 return Err(format!(
-                    "unknown target {bad:?} (known: {})",
+                    "unknown target {bad:?} (known: {}, module-default-x<N>, <target>-below-saturation)",
                     targets::ALL.join(", ")
                 ));
             }

@@ -5,12 +5,19 @@ use serde_json::{json, Value};
 
 use crate::workload::{MultiTurn, ShareGptLike, SharedPrefix, Workload};
 
-pub const NAMES: [&str; 4] = [
+pub const NAMES: [&str; 8] = [
     "shared-prefix-high",
     "shared-prefix-low",
     "sharegpt",
     "multi-turn",
+    "chat-bursty",
+    "overload",
+    "replicas",
+    "seed-scale",
 ];
+
+/// `overload`'s pods: so few batch slots that 3 pods drain far less than is offered.
+pub const OVERLOAD_BATCH: usize = 8;
 
 /// Lengths are the reference's divided by this by default (2048 + 256 → 512 + 64, 256 output →
 /// 64), and so is each pod's KV cache, so prompts fill the same share of a pod's memory as on an
@@ -33,17 +40,30 @@ pub struct Scenario {
     pub time_scale: f64,
     pub seed: u64,
     pub length_divisor: usize,
+    /// The targets run by default (all eight unless the scenario is about something else).
+    pub targets: Vec<String>,
+    /// `--max-running-seqs` of the pods (the simulator's default 256 when `None`).
+    pub max_running_seqs: Option<usize>,
+    /// Arrival rate of the `-below-saturation` targets (the same workload, calm).
+    pub calm_rate: Option<f64>,
 }
 
 impl Scenario {
     #[cfg(test)]
     pub fn named(name: &str) -> Option<Scenario> {
-        Self::scaled(name, LENGTH_DIVISOR)
+        Self::scaled(name, None)
     }
 
-    /// The scenario with lengths and KV cache divided by `d` (1: the reference's own sizes).
-    pub fn scaled(name: &str, d: usize) -> Option<Scenario> {
-        let d = d.max(1);
+    /// The scenario with lengths and KV cache divided by `d` (1: the reference's own sizes;
+    /// `None`: the scenario's own, [`LENGTH_DIVISOR`] except for `seed-scale`, which is 1).
+    pub fn scaled(name: &str, d: Option<usize>) -> Option<Scenario> {
+        let d = d
+            .unwrap_or(if name == "seed-scale" {
+                1
+            } else {
+                LENGTH_DIVISOR
+            })
+            .max(1);
         let shared = |system: usize, question: usize| {
             Workload::SharedPrefix(SharedPrefix {
                 groups: 256,
@@ -53,8 +73,56 @@ impl Scenario {
                 output_len: (256 / d) as u32,
             })
         };
+        let all = || crate::targets::ALL.map(String::from).to_vec();
+        let some = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (mut rate, mut concurrency, mut targets) = (800.0, 300, all());
+        let (mut max_running_seqs, mut calm_rate) = (None, None);
         let workload = match name {
-            "shared-prefix-high" => shared(2048, 256),
+            "shared-prefix-high" | "seed-scale" => shared(2048, 256),
+            // 128 conversations that all start at once, 6 turns each.
+            "chat-bursty" => {
+                rate = f64::INFINITY;
+                targets = some(&[
+                    "envoy-round-robin",
+                    "module-default",
+                    "sglang-cache-aware",
+                    "vllm-router",
+                ]);
+                Workload::MultiTurn(MultiTurn {
+                    conversations: 128,
+                    turns: 6,
+                    message_median: 256.0 / d as f64,
+                    output_len: (256 / d) as u32,
+                })
+            }
+            // High sharing on pods with 8 batch slots each: 3 pods drain far less than 800/s.
+            "overload" => {
+                max_running_seqs = Some(OVERLOAD_BATCH);
+                calm_rate = Some(20.0);
+                targets = some(&[
+                    "envoy-round-robin",
+                    "envoy-least-request",
+                    "module-default",
+                    "sglang-cache-aware",
+                    "module-default-below-saturation",
+                ]);
+                Workload::SharedPrefix(SharedPrefix {
+                    groups: 64,
+                    prompts_per_group: 16,
+                    system_len: 2048 / d,
+                    question_len: 256 / d,
+                    output_len: (256 / d) as u32,
+                })
+            }
+            // The default profile through 1, 2 and 4 Envoy replicas on the same pods.
+            "replicas" => {
+                targets = some(&[
+                    "module-default-x1",
+                    "module-default-x2",
+                    "module-default-x4",
+                ]);
+                shared(2048, 256)
+            }
             "shared-prefix-low" => shared(256, 2048),
             "sharegpt" => Workload::ShareGptLike(ShareGptLike {
                 requests: 4096,
@@ -72,14 +140,18 @@ impl Scenario {
             }),
             _ => return None,
         };
+        concurrency = concurrency.max(1);
         Some(Scenario {
             name: name.to_string(),
             workload,
-            rate: 800.0,
-            concurrency: 300,
+            rate,
+            concurrency,
             time_scale: 1.0,
             seed: 1,
             length_divisor: d,
+            targets,
+            max_running_seqs,
+            calm_rate,
         })
     }
 
@@ -98,7 +170,14 @@ impl Scenario {
             "--max-model-len".into(),
             "32768".into(),
         ]
-        .to_vec()
+        .into_iter()
+        .chain(
+            self.max_running_seqs
+                .map(|n| ["--max-running-seqs".to_string(), n.to_string()])
+                .into_iter()
+                .flatten(),
+        )
+        .collect()
     }
 
     pub fn kv_blocks(&self) -> usize {
@@ -135,6 +214,8 @@ impl Scenario {
             "kv_blocks_per_pod": self.kv_blocks(),
             "time_scale": self.time_scale,
             "length_divisor": self.length_divisor,
+            "max_running_seqs": self.max_running_seqs,
+            "below_saturation_rate": self.calm_rate,
         })
     }
 }

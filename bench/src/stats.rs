@@ -45,6 +45,41 @@ pub struct Summary {
     pub ttft_cdf_ms: Vec<f64>,
     /// The first few error messages.
     pub error_samples: Vec<String>,
+    /// Share of the turns of multi-turn sessions served by their session's pod (the pod that
+    /// served most of its turns); `None` without multi-turn sessions.
+    pub turns_on_session_pod: Option<f64>,
+    /// Multi-turn only: the hit ratio if every turn found the whole previous turn (prompt and
+    /// answer, in full 16-token blocks) cached, from the servers' `usage`.
+    pub multi_turn_hit_ceiling: Option<f64>,
+}
+
+/// (turns on their session's pod ÷ turns, hit-ratio ceiling) over sessions of several turns.
+fn session_stats(outcomes: &[&Outcome]) -> (Option<f64>, Option<f64>) {
+    let mut by_session: std::collections::BTreeMap<usize, Vec<&Outcome>> = Default::default();
+    for o in outcomes {
+        by_session.entry(o.session).or_default().push(o);
+    }
+    let (mut turns, mut home, mut prompt, mut cacheable) = (0usize, 0usize, 0u64, 0u64);
+    for session in by_session.values().filter(|s| s.len() > 1) {
+        let mut counts = std::collections::HashMap::new();
+        for o in session.iter().filter_map(|o| o.pod) {
+            *counts.entry(o).or_insert(0usize) += 1;
+        }
+        turns += session.len();
+        home += counts.values().copied().max().unwrap_or(0);
+        for pair in session.windows(2) {
+            let previous = pair[0].prompt_tokens + pair[0].output_tokens;
+            cacheable += (previous / 16 * 16).min(pair[1].prompt_tokens.saturating_sub(1));
+        }
+        prompt += session.iter().map(|o| o.prompt_tokens).sum::<u64>();
+    }
+    if turns == 0 {
+        return (None, None);
+    }
+    (
+        Some(home as f64 / turns as f64),
+        (prompt > 0).then(|| cacheable as f64 / prompt as f64),
+    )
 }
 
 impl Summary {
@@ -73,6 +108,7 @@ impl Summary {
             }
         };
         let errors: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_some()).collect();
+        let (turns_on_session_pod, multi_turn_hit_ceiling) = session_stats(&ok);
         Summary {
             requests: outcomes.len(),
             completed: ok.len(),
@@ -97,6 +133,8 @@ impl Summary {
                 .take(5)
                 .filter_map(|o| o.error.clone())
                 .collect(),
+            turns_on_session_pod,
+            multi_turn_hit_ceiling,
         }
     }
 }
@@ -128,7 +166,31 @@ mod tests {
             output_tokens: itl.len() as u64 + 1,
             output_text: String::new(),
             error: error.map(String::from),
+            pod: None,
+            session: 0,
         }
+    }
+
+    #[test]
+    fn turns_stay_on_their_sessions_pod_and_the_ceiling_counts_the_previous_turn() {
+        let turn = |session, pod, prompt, output| Outcome {
+            pod: Some(pod),
+            session,
+            prompt_tokens: prompt,
+            output_tokens: output,
+            ..outcome(0.1, &[], prompt, 0, None)
+        };
+        let outcomes = [
+            turn(0, 1, 40, 24),
+            turn(0, 1, 100, 24),
+            turn(0, 2, 160, 24),
+            turn(1, 0, 50, 10),
+        ];
+        let refs: Vec<&Outcome> = outcomes.iter().collect();
+        let (on_pod, ceiling) = session_stats(&refs);
+        assert_eq!(on_pod, Some(2.0 / 3.0), "single-turn sessions do not count");
+        // Cacheable: 64 of turn 2, 112 of turn 3 (124 → 7 blocks), of 300 prompt tokens.
+        assert!((ceiling.unwrap() - 176.0 / 300.0).abs() < 1e-9);
     }
 
     #[test]

@@ -85,10 +85,15 @@ fn run_target(
         Ok(c) => c,
         Err(e) => return skipped(e),
     };
+    let calm = target.ends_with("-below-saturation");
     let load = Load {
-        url: running.url.clone(),
+        urls: running.urls.clone(),
         model: suite.model.clone(),
-        rate: s.rate,
+        rate: if calm {
+            s.calm_rate.unwrap_or(s.rate)
+        } else {
+            s.rate
+        },
         concurrency: s.concurrency,
         seed: s.seed,
         label: format!("{} {target}", s.name),
@@ -97,6 +102,7 @@ fn run_target(
     let after = pods.counters().unwrap_or(before);
     let per_pod = pods.requests_per_pod();
     let online = running.online_attempts();
+    let running_replicas = running.urls.len();
     drop(running);
     let summary = Summary::new(&outcomes, duration, s.time_scale);
     let queries = after.prefix_queries - before.prefix_queries;
@@ -115,6 +121,8 @@ fn run_target(
         "requests_per_pod": per_pod,
         "preemptions": after.preemptions - before.preemptions,
         "online_attempts_in_log": online,
+        "gateway_replicas": running_replicas,
+        "rate": load.rate,
     });
     let extra = serde_json::to_value(&summary).expect("summary json");
     for (k, v) in extra.as_object().expect("object") {

@@ -18,8 +18,28 @@ pub const ALL: [&str; 8] = [
     "vllm-router",
 ];
 
+/// Whether `target` names something `start` can run: one of [`ALL`], `module-default-x<N>`
+/// (N Envoy replicas), or either with `-below-saturation` (the same target at the scenario's
+/// calm rate).
+pub fn known(target: &str) -> bool {
+    let base = target.strip_suffix("-below-saturation").unwrap_or(target);
+    ALL.contains(&base) || replicas(base).is_some()
+}
+
+/// N of `module-default-x<N>`.
+fn replicas(target: &str) -> Option<usize> {
+    target
+        .strip_prefix("module-default-x")?
+        .parse()
+        .ok()
+        .filter(|n| (1..=16).contains(n))
+}
+
 /// The module's filter config for each module target: the scheduler profile it runs.
 fn module_config(target: &str) -> Option<&'static str> {
+    if replicas(target).is_some() {
+        return Some("{}");
+    }
     match target {
         "module-queue-kv" => Some(
             r#"{"scheduler": {"profiles": {"default": {"scorers": [{"type": "queue"}, {"type": "kv-cache"}]}}}}"#,
@@ -46,8 +66,9 @@ pub struct Env {
 
 /// A running target; stopped on drop.
 pub struct Running {
-    pub url: String,
-    envoy: Option<Envoy>,
+    /// Where clients send requests: one URL, or one per gateway replica.
+    pub urls: Vec<String>,
+    envoys: Vec<Envoy>,
     child: Option<Child>,
     pub log: Option<PathBuf>,
 }
@@ -76,13 +97,14 @@ impl Drop for Running {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.envoy.take();
+        self.envoys.clear();
     }
 }
 
 /// Starts `target` in front of `pods` (`ip:port` each). `Err` is the reason it cannot run here
 /// (recorded as skipped).
 pub fn start(target: &str, pods: &[String], env: &Env, tag: &str) -> Result<Running, String> {
+    let target = target.strip_suffix("-below-saturation").unwrap_or(target);
     let urls: Vec<String> = pods.iter().map(|a| format!("http://{a}")).collect();
     let log = env.log_dir.join(format!("{tag}-{target}.log"));
     match target {
@@ -102,7 +124,13 @@ pub fn start(target: &str, pods: &[String], env: &Env, tag: &str) -> Result<Runn
                 .filter_config(module_config(t).expect("module target"));
             let mut config = config;
             config.concurrency = env.envoy_concurrency;
-            start_envoy(&config)
+            let mut running = start_envoy(&config)?;
+            for _ in 1..replicas(t).unwrap_or(1) {
+                let more = start_envoy(&config)?;
+                running.urls.extend(more.urls.iter().cloned());
+                running.envoys.extend(take_envoys(more));
+            }
+            Ok(running)
         }
         "sglang-cache-aware" | "sglang-round-robin" => {
             let python = env.router_venv.join("bin/python");
@@ -164,11 +192,15 @@ fn start_envoy(config: &EnvoyConfig) -> Result<Running, String> {
         )
     })?;
     Ok(Running {
-        url: envoy.url.clone(),
-        envoy: Some(envoy),
+        urls: vec![envoy.url.clone()],
+        envoys: vec![envoy],
         child: None,
         log: None,
     })
+}
+
+fn take_envoys(mut running: Running) -> Vec<Envoy> {
+    std::mem::take(&mut running.envoys)
 }
 
 fn check_import(python: &Path, module: &str) -> Result<(), String> {
@@ -200,8 +232,8 @@ fn start_process(mut cmd: Command, port: u16, log: &Path) -> Result<Running, Str
         .spawn()
         .map_err(|e| format!("cannot start router: {e}"))?;
     let mut running = Running {
-        url: format!("http://127.0.0.1:{port}"),
-        envoy: None,
+        urls: vec![format!("http://127.0.0.1:{port}")],
+        envoys: Vec::new(),
         child: Some(child),
         log: Some(log.to_path_buf()),
     };
@@ -210,7 +242,7 @@ fn start_process(mut cmd: Command, port: u16, log: &Path) -> Result<Running, Str
         if let Some(Ok(Some(status))) = running.child.as_mut().map(|c| c.try_wait()) {
             return Err(format!("router exited with {status}: {}", tail(log)));
         }
-        let ready = ureq::get(&format!("{}/v1/models", running.url))
+        let ready = ureq::get(&format!("{}/v1/models", running.urls[0]))
             .timeout(Duration::from_secs(2))
             .call()
             .is_ok_and(|r| r.status() == 200);

@@ -94,9 +94,9 @@ impl Registry {
                 .map(|_| Box::new(scorers::KvCache) as Box<dyn Scorer>)
         });
         r.register_scorer("prefix", |p| {
-            p.none().map(|_| {
-                Box::new(scorers::Prefix::new(Arc::clone(p.prefix_index))) as Box<dyn Scorer>
-            })
+            scorers::Prefix::from_parameters(Arc::clone(p.prefix_index), p.parse()?)
+                .map(|s| Box::new(s) as Box<dyn Scorer>)
+                .map_err(|m| p.error(m))
         });
         r.register_scorer("lora-affinity", |p| {
             p.none()

@@ -414,10 +414,33 @@ fn when_every_pod_is_full_the_cached_prefix_outweighs_a_slightly_longer_queue() 
         p.full = true;
     }
     let filter = saturation_filter(&index);
-    // Costs: 5 + 8, 7 + 8 × 0.1, 6 + 8: the holder.
+    // Costs: 0 + 8, 8 × 2/13 + 8 × 0.1, 8 × 1/13 + 8: the holder.
     assert_eq!(survivors(&filter, &pods, &blocks), [1]);
 
-    // A queue far longer than the prefill saved loses it: 20 + 0.8 against 5 + 8.
+    // Behind queues of 90, twenty more waiting are little: 8 × 20/98 + 0.8 against 8.
+    let (deep, deeper) = (
+        PodMetrics {
+            running: 4,
+            ..metrics(90, 0.5)
+        },
+        PodMetrics {
+            running: 4,
+            ..metrics(110, 0.5)
+        },
+    );
+    let deep_pods = [
+        scheduler::PodView {
+            full: true,
+            ..pod(PODS[0], Some(&deep))
+        },
+        scheduler::PodView {
+            full: true,
+            ..pod(PODS[1], Some(&deeper))
+        },
+    ];
+    assert_eq!(survivors(&filter, &deep_pods, &blocks), [1]);
+
+    // A queue far longer than the prefill saved loses it: 8 × 15/13 + 0.8 against 8.
     let swamped = PodMetrics {
         running: 4,
         ..metrics(20, 0.5)

@@ -117,10 +117,11 @@ fn no_pods_is_an_error() {
 fn without_metrics_the_metric_scorers_abstain_and_the_rest_decide() {
     let s = Scheduler::default();
     let mut pods: Vec<_> = PODS.iter().map(|a| pod(a, None)).collect();
-    pods[0].in_flight = 3;
+    // Far enough apart that only pod 1 is within the prefix scorer's home band.
+    pods[0].in_flight = 12;
     pods[1].in_flight = 1;
-    pods[2].in_flight = 2;
-    pods[3].in_flight = 3;
+    pods[2].in_flight = 10;
+    pods[3].in_flight = 12;
     let d = schedule(&s, &body("m", &prompt(5, 300)), &pods);
     assert_eq!(d.pod, 1, "queue falls back to in-flight");
     let kv = d.scores.iter().find(|x| x.scorer == "kv-cache").unwrap();
@@ -327,7 +328,7 @@ fn decisions_report_what_they_were_based_on() {
     assert_eq!(d.criticality, Criticality::Sheddable);
     assert_eq!(
         d.to_string(),
-        "profile=default total=0.500 queue=1.000 kv-cache=0.500 prefix=0.000 lora-affinity=- prefix=0/10"
+        "profile=default total=0.667 queue=1.000 kv-cache=0.500 prefix=0.500 lora-affinity=- prefix=0/10"
     );
     let d = s.schedule(&request, &pods, &context).unwrap();
     assert_eq!(d.prefix_hit_blocks, 10);

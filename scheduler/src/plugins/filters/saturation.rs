@@ -11,17 +11,20 @@ use crate::LoadEstimate;
 ///
 /// * Some candidates have room: the full ones are dropped and the scorers (prefix affinity
 ///   among them) decide among the rest.
-/// * None has room: each is given a cost, `waiting + prefill_weight × uncached share` — the
-///   requests queued ahead of this one, plus the share of its prompt the pod would have to
-///   prefill, counted in queued requests (a whole uncached prompt weighs `prefill_weight`).
+/// * None has room: each is given a cost, `queue_scale × (waiting − shortest) / (shortest +
+///   queue_scale) + prefill_weight × uncached share` — how much longer its queue is than the
+///   shortest, relative to that queue (as the `queue` scorer judges queues: five more waiting
+///   matter behind an empty queue, not behind ninety), plus the share of the prompt the pod
+///   would have to prefill (a whole uncached prompt weighs `prefill_weight` requests of queue).
 ///   The cheapest pods stay (ties go to the picker's replica-stable tie-break). Under overload
-///   every prefilled token saved is capacity, so a pod holding the prefix keeps it while its
-///   queue is no more than about `prefill_weight × hit share` longer; a pod a long way behind
-///   still loses. (After the cost of the Dynamo KV router, `prefill blocks not cached + load`,
-///   with the load counted in queued requests, the signal every replica scrapes alike.)
+///   every prefilled token saved is capacity, so a pod holding the prefix keeps it unless its
+///   queue is far longer; a pod a long way behind still loses. (After the cost of the Dynamo KV
+///   router, `prefill blocks not cached + load`, with the load counted in queued requests, the
+///   signal every replica scrapes alike.)
 pub struct Saturation {
     index: Arc<PrefixIndex>,
     prefill_weight: f64,
+    queue_scale: f64,
 }
 
 #[derive(Deserialize)]
@@ -30,9 +33,18 @@ pub struct SaturationParameters {
     /// Queued requests that one fully uncached prompt is worth when every pod is full (8).
     #[serde(default = "default_prefill_weight")]
     pub prefill_weight: f64,
+    /// Queue length that makes excess waiting count relative: `queue_scale` more waiting
+    /// behind an empty shortest queue cost `queue_scale` (default 8, the `queue` scorer's
+    /// scale), behind a shortest queue of `q` they cost `queue_scale² / (q + queue_scale)`.
+    #[serde(default = "default_queue_scale")]
+    pub queue_scale: f64,
 }
 
 fn default_prefill_weight() -> f64 {
+    8.0
+}
+
+fn default_queue_scale() -> f64 {
     8.0
 }
 
@@ -41,9 +53,13 @@ impl Saturation {
         if !(p.prefill_weight.is_finite() && p.prefill_weight >= 0.0) {
             return Err("prefill_weight must be a number ≥ 0".into());
         }
+        if !(p.queue_scale.is_finite() && p.queue_scale > 0.0) {
+            return Err("queue_scale must be a number > 0".into());
+        }
         Ok(Saturation {
             index,
             prefill_weight: p.prefill_weight,
+            queue_scale: p.queue_scale,
         })
     }
 
@@ -51,6 +67,7 @@ impl Saturation {
         &self,
         cycle: &Cycle<'_>,
         snapshot: &crate::prefix::IndexSnapshot,
+        shortest: f64,
         c: &Candidate<'_>,
     ) -> f64 {
         let blocks = cycle.request.blocks;
@@ -60,7 +77,8 @@ impl Saturation {
             let hit = snapshot.matched_blocks(c.pod.address, blocks) as f64;
             1.0 - hit / blocks.len() as f64
         };
-        f64::from(LoadEstimate::of(&c.pod).waiting) + self.prefill_weight * uncached
+        let excess = f64::from(LoadEstimate::of(&c.pod).waiting) - shortest;
+        self.queue_scale * excess / (shortest + self.queue_scale) + self.prefill_weight * uncached
     }
 }
 
@@ -81,9 +99,13 @@ impl Filter for Saturation {
             return;
         }
         let snapshot = self.index.snapshot();
+        let shortest = candidates
+            .iter()
+            .map(|c| f64::from(LoadEstimate::of(&c.pod).waiting))
+            .fold(f64::INFINITY, f64::min);
         let costs: Vec<f64> = candidates
             .iter()
-            .map(|c| self.cost(cycle, &snapshot, c))
+            .map(|c| self.cost(cycle, &snapshot, shortest, c))
             .collect();
         let best = costs.iter().copied().fold(f64::INFINITY, f64::min);
         let mut i = 0;

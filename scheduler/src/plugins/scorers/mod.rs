@@ -12,6 +12,6 @@ pub use in_flight::InFlight;
 pub use kv_cache::KvCache;
 pub use lora_affinity::LoraAffinity;
 pub use precise_prefix::PreciseBlockIndex;
-pub use prefix::{Prefix, PrefixMatches};
+pub use prefix::{Prefix, PrefixMatches, PrefixParameters};
 pub use queue::{Queue, QueueParameters};
 pub use session_affinity::SessionAffinity;
