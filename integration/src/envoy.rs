@@ -406,6 +406,20 @@ impl Drop for Envoy {
     }
 }
 
+/// Envoy's validate mode on the config at `path`, with the module loaded as the tests load it
+/// (Envoy builds the module's filter and pool configs too): whether it passed, and its log.
+pub fn validate_config(path: &std::path::Path) -> (bool, String) {
+    let output = Command::new(paths::envoy_binary())
+        .args(["--mode", "validate", "-c"])
+        .arg(path)
+        .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", paths::module_dir())
+        .output()
+        .expect("run envoy --mode validate");
+    let log = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), log)
+}
+
 /// Writes the EDS file atomically (a rename, which is what Envoy's file watch follows).
 fn write_eds(path: &std::path::Path, endpoints: &[String]) {
     let lb_endpoints: Vec<serde_json::Value> = endpoints

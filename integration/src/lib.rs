@@ -6,6 +6,7 @@ pub mod client;
 pub mod envoy;
 pub mod manifests;
 pub mod paths;
+pub mod pods;
 
 pub use backend::{Backend, SseGate};
 pub use envoy::{Envoy, EnvoyConfig};

@@ -4,8 +4,8 @@
 
 use std::io::{BufRead, BufReader};
 
-use inference_sim::{spawn_pods, PodConfig};
 use integration::client::DESTINATION;
+use integration::pods::fast_pods;
 use integration::{Envoy, EnvoyConfig};
 
 const MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
@@ -53,15 +53,7 @@ fn prefix(decision: &str) -> (u32, u32) {
 }
 
 fn turn_two_hits(learn: bool) -> (u32, u32, usize) {
-    let sim = spawn_pods(
-        PodConfig {
-            time_scale: 0.02,
-            ..PodConfig::default()
-        },
-        3,
-    )
-    .expect("start simulator");
-    let pods: Vec<String> = sim.addrs().iter().map(ToString::to_string).collect();
+    let (_sim, pods) = fast_pods(3);
     let config = EnvoyConfig::new(pods).filter_config(&format!(
         r#"{{"decision_header": true, "learn_answers": {learn}}}"#
     ));

@@ -9,8 +9,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use integration::client::eventually;
+use integration::envoy::validate_config;
 use integration::manifests::{find, parse_yaml, render, run};
-use integration::paths::{envoy_binary, module_dir, repo_root};
+use integration::paths::{envoy_binary, repo_root};
 use integration::{Backend, Envoy, EnvoyConfig, SseGate};
 use serde_json::Value;
 
@@ -238,16 +239,8 @@ fn config_files(dir: &Path) {
 fn envoy_accepts_the_configmap_config_with_the_module_loaded() {
     let dir = tempfile::tempdir().unwrap();
     config_files(dir.path());
-    let out = run(Command::new(envoy_binary())
-        .args(["--mode", "validate", "-c"])
-        .arg(dir.path().join("envoy.yaml"))
-        .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", module_dir()));
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{log}");
+    let (valid, log) = validate_config(&dir.path().join("envoy.yaml"));
+    assert!(valid, "{log}");
     assert!(log.contains("OK"), "{log}");
     assert!(!log.contains("Deprecated field"), "{log}");
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use inference_sim::{spawn_pods, PodConfig};
 use integration::client::{complete, eventually, prometheus, sample, DESTINATION};
+use integration::pods::fast_pods;
 use integration::{Envoy, EnvoyConfig};
 
 /// A prompt of `group`: a long shared system part and a short question.
@@ -28,15 +28,7 @@ fn index_blocks(envoy: &Envoy) -> f64 {
 
 #[test]
 fn a_new_listener_config_keeps_the_prefix_index_and_the_routes_learned() {
-    let sim = spawn_pods(
-        PodConfig {
-            time_scale: 0.02,
-            ..PodConfig::default()
-        },
-        4,
-    )
-    .expect("start simulator");
-    let pods: Vec<String> = sim.addrs().iter().map(ToString::to_string).collect();
+    let (_sim, pods) = fast_pods(4);
     let mut config = EnvoyConfig::new(pods);
     config.lds = true;
     let mut envoy = Envoy::start(&config);

@@ -2,8 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use inference_sim::{spawn_pods, PodConfig};
 use integration::client::complete;
+use integration::pods::fast_pods;
 use integration::{Envoy, EnvoyConfig};
 
 /// Four idle pods, 60 prefix groups that each send 4 requests one after the other: every group
@@ -13,15 +13,7 @@ use integration::{Envoy, EnvoyConfig};
 /// chosen instead of the one holding the prefix, and groups split).
 #[test]
 fn idle_pods_never_split_a_new_prefix_group() {
-    let sim = spawn_pods(
-        PodConfig {
-            time_scale: 0.02,
-            ..PodConfig::default()
-        },
-        4,
-    )
-    .expect("start simulator");
-    let addrs: Vec<String> = sim.addrs().iter().map(ToString::to_string).collect();
+    let (_sim, addrs) = fast_pods(4);
     let envoy = Envoy::start(
         &EnvoyConfig::new(addrs.clone()).pool_config(r#"{"pod_metrics": {"interval_ms": 250}}"#),
     );
