@@ -179,32 +179,33 @@ impl InferenceFilter {
         let (chosen, pool) = (&routed.choice.pod, &routed.pool);
         // The pod that answered, as our state of it (no copy of Envoy's address string, but
         // for a host the pool does not know, which cannot happen but through a race).
-        let upstream = envoy.upstream_address();
-        let stranger = upstream
-            .filter(|a| *a != chosen.address() && pool.pods().get(a).is_none())
-            .map(str::to_owned);
-        let actual = upstream.map(|a| (a == chosen.address(), pool.pods().get(a)));
-        let served_by = match actual {
-            Some((false, moved_to)) => {
+        let mut stranger = None;
+        let served_by = match envoy.upstream_address() {
+            None => None,
+            Some(address) if address == chosen.address() => Some(Arc::clone(chosen)),
+            Some(address) => {
                 // A retry moved the request: the chosen pod failed it (reset, refused, 5xx or
                 // no first byte in time). Count it where it is, and remember its prefix there.
                 pool.record_answer(chosen, false);
-                if let Some(pod) = &moved_to {
-                    self.in_flight = Some(pod.begin_request());
-                    record_served_by(&routed.scheduler, &routed.choice, pod);
+                let moved_to = pool.pods().get(address);
+                match &moved_to {
+                    Some(pod) => {
+                        self.in_flight = Some(pod.begin_request());
+                        record_served_by(&routed.scheduler, &routed.choice, pod);
+                    }
+                    None => stranger = Some(address.to_owned()),
                 }
                 moved_to
             }
-            Some((true, _)) => Some(Arc::clone(chosen)),
-            None => None,
         };
-        let server_error = envoy
-            .response_header(":status")
-            .is_some_and(|status| status.first() == Some(&b'5'));
+        let status = envoy.response_header(":status");
+        let (ok, server_error) = (
+            status == Some(b"200"),
+            status.is_some_and(|s| s.first() == Some(&b'5')),
+        );
         if let Some(pod) = &served_by {
             pool.record_answer(pod, !server_error);
         }
-        let ok = envoy.response_header(":status") == Some(b"200");
         let format = envoy
             .response_header("content-type")
             .and_then(AnswerFormat::for_content_type);
