@@ -40,7 +40,7 @@ use hashbrown::HashMap;
 use scheduler::plugins::scorers::PreciseBlockIndex;
 use tokio::sync::mpsc;
 
-pub use config::{Endpoints, KvEventsConfig};
+pub use config::{Endpoints, KvEventsConfig, DEFAULT_PUBLISH_PORT};
 pub use pod_blocks::PodBlocks;
 pub use status::{PodStatus, StreamState};
 
@@ -187,6 +187,16 @@ impl KvEventsIndex {
             skipped_blocks: c.skipped_blocks + orphans,
             evicted_for_cap,
         })
+    }
+
+    /// Whether `pod` is subscribed.
+    pub fn is_subscribed(&self, pod: &str) -> bool {
+        self.pods.load().contains_key(pod)
+    }
+
+    /// The state of `pod`'s stream; `None` if it is not subscribed.
+    pub fn stream_state(&self, pod: &str) -> Option<StreamState> {
+        self.pods.load().get(pod).map(|entry| entry.status.state())
     }
 
     /// Subscribed pods.

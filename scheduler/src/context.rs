@@ -65,6 +65,9 @@ pub struct RequestContext<'a> {
     pub session: Option<&'a str>,
     /// The profile header's value; `None` selects the default profile.
     pub profile: Option<&'a str>,
+    /// The prompt's token ids as the model server computes them, when the caller tokenized
+    /// it (for the `precise-prefix` scorer; see [`crate::Scheduler::wants_tokens`]).
+    pub tokens: Option<&'a [u32]>,
 }
 
 #[cfg(test)]

@@ -23,6 +23,6 @@ pub use config::{parse_object, ConfigError, HeaderNames, SchedulerConfig};
 pub use context::{Criticality, RequestContext, UnknownCriticality};
 pub use load::LoadEstimate;
 pub use pod::{CacheGeometry, PodMetrics, PodView};
-pub use registry::Registry;
+pub use registry::{Indexes, Registry};
 pub use request::{ApiKind, InferenceRequest, RequestError};
 pub use scheduler::{Basis, Decision, ScheduleError, Scheduler, ScoreDetail};

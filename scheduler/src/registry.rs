@@ -8,8 +8,19 @@ use serde::de::DeserializeOwned;
 
 use crate::config::{from_value, ConfigError};
 use crate::framework::{Filter, Picker, Scorer};
+use crate::plugins::scorers::PreciseBlockIndex;
 use crate::plugins::{filters, pickers, scorers, NoParameters};
 use crate::prefix::PrefixIndex;
+
+/// The indexes a scheduler's plugins read, owned by the pool the scheduler serves so that they
+/// outlive any one configuration.
+#[derive(Clone)]
+pub struct Indexes {
+    /// Routes this gateway made (and answers it saw), per pod.
+    pub prefix: Arc<PrefixIndex>,
+    /// The pods' own KV-cache events, when the pool follows them.
+    pub precise: Option<Arc<dyn PreciseBlockIndex>>,
+}
 
 /// What a plugin factory gets: its parameters, where they sit in the config (for errors), and
 /// the scheduler's shared resources.
@@ -18,6 +29,8 @@ pub struct Params<'a> {
     path: String,
     /// The prefix index every profile of the scheduler shares.
     pub prefix_index: &'a Arc<PrefixIndex>,
+    /// The pods' KV-event index, if the pool has one.
+    pub precise_index: Option<&'a Arc<dyn PreciseBlockIndex>>,
 }
 
 impl Params<'_> {
@@ -98,6 +111,15 @@ impl Registry {
                 .map(|s| Box::new(s) as Box<dyn Scorer>)
                 .map_err(|m| p.error(m))
         });
+        r.register_scorer("precise-prefix", |p| {
+            scorers::PrecisePrefix::from_parameters(
+                Arc::clone(p.prefix_index),
+                p.precise_index.cloned(),
+                p.parse()?,
+            )
+            .map(|s| Box::new(s) as Box<dyn Scorer>)
+            .map_err(|m| p.error(m))
+        });
         r.register_scorer("lora-affinity", |p| {
             p.none()
                 .map(|_| Box::new(scorers::LoraAffinity) as Box<dyn Scorer>)
@@ -150,16 +172,9 @@ impl Registry {
         kind: &str,
         parameters: &serde_json::Value,
         path: &str,
-        prefix_index: &Arc<PrefixIndex>,
+        indexes: &Indexes,
     ) -> Result<Box<dyn Filter>, ConfigError> {
-        build(
-            &self.filters,
-            "filter",
-            kind,
-            parameters,
-            path,
-            prefix_index,
-        )
+        build(&self.filters, "filter", kind, parameters, path, indexes)
     }
 
     pub(crate) fn build_scorer(
@@ -167,16 +182,9 @@ impl Registry {
         kind: &str,
         parameters: &serde_json::Value,
         path: &str,
-        prefix_index: &Arc<PrefixIndex>,
+        indexes: &Indexes,
     ) -> Result<Box<dyn Scorer>, ConfigError> {
-        build(
-            &self.scorers,
-            "scorer",
-            kind,
-            parameters,
-            path,
-            prefix_index,
-        )
+        build(&self.scorers, "scorer", kind, parameters, path, indexes)
     }
 
     pub(crate) fn build_picker(
@@ -184,16 +192,9 @@ impl Registry {
         kind: &str,
         parameters: &serde_json::Value,
         path: &str,
-        prefix_index: &Arc<PrefixIndex>,
+        indexes: &Indexes,
     ) -> Result<Box<dyn Picker>, ConfigError> {
-        build(
-            &self.pickers,
-            "picker",
-            kind,
-            parameters,
-            path,
-            prefix_index,
-        )
+        build(&self.pickers, "picker", kind, parameters, path, indexes)
     }
 }
 
@@ -203,7 +204,7 @@ fn build<T: ?Sized>(
     kind: &str,
     parameters: &serde_json::Value,
     path: &str,
-    prefix_index: &Arc<PrefixIndex>,
+    indexes: &Indexes,
 ) -> Result<Box<T>, ConfigError> {
     let factory = factories.get(kind).ok_or_else(|| {
         let known: Vec<&str> = factories.keys().copied().collect();
@@ -215,6 +216,7 @@ fn build<T: ?Sized>(
     factory(&Params {
         value: parameters,
         path: format!("{path}.parameters"),
-        prefix_index,
+        prefix_index: &indexes.prefix,
+        precise_index: indexes.precise.as_ref(),
     })
 }

@@ -15,10 +15,10 @@ use crate::context::{Criticality, RequestContext};
 use crate::framework::{
     Candidate, Candidates, Cycle, CycleState, Filter, Picker, RequestFacts, Scorer, INLINE_PODS,
 };
-use crate::plugins::scorers::PrefixMatches;
+use crate::plugins::scorers::{PreciseMatches, PreciseUse, PrefixMatches};
 use crate::pod::PodView;
 use crate::prefix::{AnswerBlocks, BlockHasher, ChainEnd, PrefixIndex};
-use crate::registry::Registry;
+use crate::registry::{Indexes, Registry};
 use crate::rendezvous;
 use crate::request::InferenceRequest;
 
@@ -30,6 +30,7 @@ pub struct Scheduler {
     hasher: BlockHasher,
     adapters: HashSet<Box<str>, foldhash::fast::RandomState>,
     headers: HeaderNames,
+    wants_tokens: bool,
 }
 
 struct Profile {
@@ -73,6 +74,9 @@ pub struct Decision {
     pub prefix_hit_blocks: u32,
     /// Blocks the prompt was split into (capped by `prefix_index.max_blocks`).
     pub request_blocks: u32,
+    /// Whether the chosen pod was scored by its KV events (`None`: no `precise-prefix` scorer
+    /// ran).
+    pub precise: Option<PreciseUse>,
     /// Pods left after the filters.
     pub candidates: usize,
     pub criticality: Criticality,
@@ -103,6 +107,9 @@ impl fmt::Display for Decision {
             " prefix={}/{}",
             self.prefix_hit_blocks, self.request_blocks
         )?;
+        if let Some(precise) = &self.precise {
+            write!(f, " precise={precise}")?;
+        }
         if self.basis == Basis::LeastInFlightFallback {
             f.write_str(" fallback=least-in-flight")?;
         }
@@ -179,6 +186,23 @@ impl Scheduler {
         registry: &Registry,
         index: Arc<PrefixIndex>,
     ) -> Result<Self, ConfigError> {
+        Self::with_indexes(
+            config,
+            registry,
+            &Indexes {
+                prefix: index,
+                precise: None,
+            },
+        )
+    }
+
+    /// The same, with every index of the pool: its routes and, if it follows them, its pods'
+    /// KV-cache events (for the `precise-prefix` scorer).
+    pub fn with_indexes(
+        config: &SchedulerConfig,
+        registry: &Registry,
+        indexes: &Indexes,
+    ) -> Result<Self, ConfigError> {
         let default_profiles;
         let profiles = match &config.profiles {
             Some(profiles) => profiles,
@@ -189,7 +213,7 @@ impl Scheduler {
         };
         let built = profiles
             .iter()
-            .map(|(name, profile)| build_profile(name, profile, registry, &index))
+            .map(|(name, profile)| build_profile(name, profile, registry, indexes))
             .collect::<Result<Vec<_>, _>>()?;
         let default_profile = built
             .iter()
@@ -204,11 +228,15 @@ impl Scheduler {
                     ),
                 )
             })?;
+        let wants_tokens = built
+            .iter()
+            .any(|p| p.scorers.iter().any(|(s, _)| s.wants_tokens()));
         Ok(Scheduler {
             profiles: built,
             default_profile,
-            hasher: index.config().hasher(),
-            index,
+            hasher: indexes.prefix.config().hasher(),
+            index: Arc::clone(&indexes.prefix),
+            wants_tokens,
             adapters: config
                 .lora_adapters
                 .iter()
@@ -221,6 +249,12 @@ impl Scheduler {
     /// The request headers the caller should read for [`RequestContext`].
     pub fn headers(&self) -> &HeaderNames {
         &self.headers
+    }
+
+    /// Whether some profile scores by token ids: then the caller should tokenize the prompt
+    /// and pass the ids in [`RequestContext::tokens`].
+    pub fn wants_tokens(&self) -> bool {
+        self.wants_tokens
     }
 
     pub fn profile_names(&self) -> impl Iterator<Item = &str> {
@@ -294,6 +328,7 @@ impl Scheduler {
                 route_key: blocks.route_key,
                 criticality: context.criticality,
                 session: context.session,
+                tokens: context.tokens,
             },
             now: Instant::now(),
             state: CycleState::default(),
@@ -311,7 +346,7 @@ impl Scheduler {
             }
         }
 
-        let (pod, basis, total, scores, prefix_hit) = if candidates.is_empty() {
+        let (pod, basis, total, scores, prefix_hit, precise) = if candidates.is_empty() {
             let pod = least_in_flight(pods, blocks.route_key);
             (
                 pod,
@@ -319,16 +354,22 @@ impl Scheduler {
                 0.0,
                 SmallVec::new(),
                 None,
+                None,
             )
         } else {
             let (chosen, total, scores) = score_and_pick(profile, &mut cycle, &candidates);
             let prefix_hit = cycle.state.get::<PrefixMatches>().map(|m| m.0[chosen]);
+            let precise = cycle
+                .state
+                .get::<PreciseMatches>()
+                .map(|m| m.use_for(chosen));
             (
                 candidates[chosen].index,
                 Basis::Scored,
                 total,
                 scores,
                 prefix_hit,
+                precise,
             )
         };
         let prefix_hit_blocks = prefix_hit.unwrap_or_else(|| {
@@ -348,6 +389,7 @@ impl Scheduler {
             scores,
             prefix_hit_blocks,
             request_blocks: blocks.hashes.len() as u32,
+            precise,
             candidates: candidates.len(),
             criticality: context.criticality,
             answer_start: blocks.end.zip(request.answer_framing()),
@@ -470,7 +512,7 @@ fn build_profile(
     name: &str,
     config: &ProfileConfig,
     registry: &Registry,
-    index: &Arc<PrefixIndex>,
+    index: &Indexes,
 ) -> Result<Profile, ConfigError> {
     let base = format!("profiles.{name}");
     let filters = match &config.filters {

@@ -46,6 +46,8 @@ pub struct RequestFacts<'a> {
     pub route_key: u64,
     pub criticality: Criticality,
     pub session: Option<&'a str>,
+    /// The prompt's token ids, when the caller tokenized it.
+    pub tokens: Option<&'a [u32]>,
 }
 
 /// One scheduling cycle: the request, the clock, and the state plugins share.
@@ -78,6 +80,10 @@ pub trait Scorer: Send + Sync {
         candidates: &[Candidate<'_>],
         scores: &mut [Option<f64>],
     );
+    /// Whether the scorer reads the request's token ids, so the caller should tokenize.
+    fn wants_tokens(&self) -> bool {
+        false
+    }
 }
 
 /// Chooses one candidate from their total scores.

@@ -52,6 +52,7 @@ pub fn facts(blocks: &[u64]) -> RequestFacts<'_> {
         route_key: blocks.first().copied().unwrap_or(7),
         criticality: Criticality::Standard,
         session: None,
+        tokens: None,
     }
 }
 

@@ -80,8 +80,33 @@ impl Prefix {
         })
     }
 
+    /// Leading blocks each candidate holds by the index; publishes them as [`PrefixMatches`]
+    /// and returns them (empty for a prompt shorter than one block).
+    pub(crate) fn matches(
+        &self,
+        cycle: &mut Cycle<'_>,
+        candidates: &[Candidate<'_>],
+    ) -> SmallVec<[u32; INLINE_PODS]> {
+        let blocks = cycle.request.blocks;
+        if blocks.is_empty() {
+            return SmallVec::new();
+        }
+        let snapshot = self.index.snapshot();
+        let matches: SmallVec<[u32; INLINE_PODS]> = candidates
+            .iter()
+            .map(|c| snapshot.matched_blocks(c.pod.address, blocks) as u32)
+            .collect();
+        cycle.state.insert(PrefixMatches(matches.clone()));
+        matches
+    }
+
+    /// Leading blocks that name a prefix, for `blocks` blocks in all.
+    pub(crate) fn leading(&self, blocks: usize) -> usize {
+        blocks.min(self.home_blocks)
+    }
+
     /// Position in `candidates` of the home of a prefix whose leading blocks end in `key`.
-    fn home(&self, key: u64, candidates: &[Candidate<'_>]) -> Option<usize> {
+    pub(crate) fn home(&self, key: u64, candidates: &[Candidate<'_>]) -> Option<usize> {
         let waiting = |c: &Candidate<'_>| f64::from(LoadEstimate::of(&c.pod).waiting);
         let shortest = candidates.iter().map(waiting).fold(f64::INFINITY, f64::min);
         let in_band = |i: &usize| waiting(&candidates[*i]) <= shortest + self.home_band;
@@ -105,25 +130,20 @@ impl Scorer for Prefix {
         candidates: &[Candidate<'_>],
         scores: &mut [Option<f64>],
     ) {
+        let matches = self.matches(cycle, candidates);
         let blocks = cycle.request.blocks;
         if blocks.is_empty() {
             return;
         }
-        let snapshot = self.index.snapshot();
-        let matches: SmallVec<[u32; INLINE_PODS]> = candidates
-            .iter()
-            .map(|c| snapshot.matched_blocks(c.pod.address, blocks) as u32)
-            .collect();
         for (score, &m) in scores.iter_mut().zip(&matches) {
             *score = Some(f64::from(m) / blocks.len() as f64);
         }
-        let leading = blocks.len().min(self.home_blocks);
+        let leading = self.leading(blocks.len());
         if matches.iter().all(|&m| (m as usize) < leading) {
             // Chained hashes: the last leading block's hash names all of them.
             if let Some(home) = self.home(blocks[leading - 1], candidates) {
                 scores[home] = Some(HOME);
             }
         }
-        cycle.state.insert(PrefixMatches(matches));
     }
 }
