@@ -121,7 +121,9 @@ impl Rng {
 fn dictionary(rng: &mut Rng) -> Vec<String> {
     const COMMON: &str = "the model cache token of and to in is that it for on with as was at by \
         this from batch an be are or have not but all can more data a i you he she we they what \
-        which when where who how prefix server request prompt block pod route queue memory time";
+        which when where who how prefix server request prompt block pod route queue memory time \
+        answers questions about cluster routing short precise sentences cites its sources asked \
+        explain latency tokens requests policy";
     const ONSETS: [&str; 22] = [
         "", "b", "c", "d", "f", "g", "h", "l", "m", "n", "p", "r", "s", "t", "v", "w", "st", "tr",
         "ch", "sh", "th", "pl",
