@@ -199,6 +199,23 @@ fn main() {
         samples,
     );
     let chat = time(&mut decider, &addresses, &chats, ApiKind::Chat, samples);
+    // The same chat decisions without tokenization (the scheduler's own text-based scoring).
+    let untokenized_chat = {
+        let mut times = Vec::new();
+        for i in 0..samples / 2 {
+            let body = &chats[(i * 7919) % chats.len()];
+            let start = Instant::now();
+            let request = parse(body, ApiKind::Chat).unwrap();
+            black_box(
+                scheduler
+                    .schedule(&request, &pods, &RequestContext::default())
+                    .unwrap()
+                    .pod,
+            );
+            times.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+        quantile(&mut times, 0.5)
+    };
     let untokenized = {
         let mut rounds: Vec<f64> = (0..ROUNDS)
             .map(|r| {
@@ -294,6 +311,7 @@ fn main() {
         "tokenized_decision_allocated_bytes": round2(allocated_bytes),
         "untokenized_decision_allocations": round2(base_allocations),
         "untokenized_decision_p50_us": round2(untokenized),
+        "untokenized_chat_decision_p50_us": round2(untokenized_chat),
         "tokenizer": {
             "fixture_vocab_size": tokenizer.vocab_size(),
             "load_ms": round2(load_ms),
