@@ -4,7 +4,10 @@
 #   2. the percentile report: p50/p99 of single decisions (seed-like 10 KB prompt over 16 pods
 #      and a 1,000,000-block index, 220 KB prompts, 8 threads contending), index memory at the
 #      reference configuration, and decision time against pod count and prompt size. It writes
-#      target/bench/scheduler.json and prints the table as markdown.
+#      target/bench/scheduler.json and prints the table as markdown;
+#   3. decisions that include tokenization (prompt-tokenizer's bench: 10 KB completion and chat
+#      requests, warm chunk cache, block keys, the default decision; whole-prompt tokenizing
+#      without the cache), merged into the same scheduler.json (tokenized_* keys).
 # Options: --quick (a tenth of the samples, shorter criterion runs), --report-only.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -32,3 +35,4 @@ if [[ $criterion == 1 ]]; then
 fi
 
 SCHEDULER_BENCH_QUICK=$quick SCHEDULER_BENCH_JSON="$out" cargo bench --quiet -p scheduler --bench report
+SCHEDULER_BENCH_QUICK=$quick SCHEDULER_BENCH_JSON="$out" cargo bench --quiet -p prompt-tokenizer --bench decision

@@ -11,8 +11,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use inference_sim::{PodConfig, Simulator};
-use kv_events::tokenizer::PromptTokenizer;
 use kv_events::{Endpoints, KvEventsConfig, KvEventsIndex, PodBlocks};
+use prompt_tokenizer::{PromptTokenizer, TokenizerConfig};
 use scheduler::prefix::token_blocks::{chain_seed, token_block_keys};
 
 const BLOCK_SIZE: usize = 16;
@@ -188,9 +188,12 @@ fn tokenization() -> serde_json::Value {
         .into();
     let corpus: Vec<String> = (0..2_000).map(|i| text(500, i + 1)).collect();
     trained.train(&mut trainer, corpus.iter()).unwrap();
-    let json = trained.to_string(false).unwrap();
+    let dir = std::env::temp_dir().join(format!("kv-events-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokenizer.json");
+    trained.save(&path, false).unwrap();
     let load_start = Instant::now();
-    let tokenizer = PromptTokenizer::from_bytes(json.as_bytes()).unwrap();
+    let tokenizer = PromptTokenizer::load(&TokenizerConfig::new(&path)).unwrap();
     let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
 
     let prompt = text(10 * 1024, 0xdead_beef);
@@ -200,7 +203,7 @@ fn tokenization() -> serde_json::Value {
     let mut key_times = Vec::new();
     for _ in 0..500 {
         let start = Instant::now();
-        let ids = tokenizer.encode(black_box(&prompt), true).unwrap();
+        let ids = tokenizer.encode_whole(black_box(&prompt), true).unwrap();
         times.push(start.elapsed().as_secs_f64() * 1e6);
         tokens = ids.len();
         let start = Instant::now();

@@ -26,7 +26,6 @@ mod config;
 mod pod_blocks;
 mod status;
 mod subscriber;
-pub mod tokenizer;
 pub mod wire;
 
 use std::collections::HashMap as StdHashMap;

@@ -1,9 +1,9 @@
-//! Loading a `tokenizer.json` and tokenizing with it. The tokenizer is trained here, in-process
+//! Loading a `tokenizer.json` with `prompt_tokenizer` and keying its token blocks as the index does. The tokenizer is trained here, in-process
 //! (byte-level BPE, as Llama-3's), and saved to a temporary file: no network, no shipped model.
 
 use std::path::PathBuf;
 
-use kv_events::tokenizer::PromptTokenizer;
+use prompt_tokenizer::{PromptTokenizer, TokenizerConfig};
 use scheduler::prefix::token_blocks::{chain_seed, token_block_keys};
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::TrainerWrapper;
@@ -70,10 +70,10 @@ fn trained_tokenizer(name: &str) -> (Tokenizer, PathBuf) {
 #[test]
 fn a_loaded_tokenizer_json_tokenizes_like_the_tokenizer_that_wrote_it() {
     let (trained, path) = trained_tokenizer("same");
-    let loaded = PromptTokenizer::from_file(&path).unwrap();
+    let loaded = PromptTokenizer::load(&TokenizerConfig::new(&path)).unwrap();
     assert_eq!(loaded.vocab_size(), trained.get_vocab_size(true));
     let text = "the model server routes requests to pods that hold the prefix blocks.";
-    let ids = loaded.encode(text, false).unwrap();
+    let ids = loaded.encode_whole(text, false).unwrap();
     assert_eq!(ids, trained.encode(text, false).unwrap().get_ids());
     assert_eq!(
         trained.decode(&ids, false).unwrap(),
@@ -87,23 +87,26 @@ fn a_loaded_tokenizer_json_tokenizes_like_the_tokenizer_that_wrote_it() {
         ids.len(),
         text.len()
     );
-    let with_bos = loaded.encode(text, true).unwrap();
+    let with_bos = loaded.encode_whole(text, true).unwrap();
     assert_eq!(with_bos[0], trained.token_to_id(BOS).unwrap());
     assert_eq!(&with_bos[1..], &ids[..]);
     // Unseen text still tokenizes (byte fallback of byte-level BPE).
-    assert!(!loaded.encode("zqx ünïcödé 🙂", false).unwrap().is_empty());
+    assert!(!loaded
+        .encode_whole("zqx ünïcödé 🙂", false)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
 fn prompts_sharing_a_prefix_share_leading_block_keys() {
     let (_, path) = trained_tokenizer("keys");
-    let tokenizer = PromptTokenizer::from_file(&path).unwrap();
+    let tokenizer = PromptTokenizer::load(&TokenizerConfig::new(&path)).unwrap();
     let system = corpus(40).join(" ");
     let a = tokenizer
-        .encode(&format!("{system} first question?"), true)
+        .encode_whole(&format!("{system} first question?"), true)
         .unwrap();
     let b = tokenizer
-        .encode(&format!("{system} another, longer question?"), true)
+        .encode_whole(&format!("{system} another, longer question?"), true)
         .unwrap();
     let keys = |ids: &[u32]| {
         let mut out = Vec::new();
@@ -119,7 +122,7 @@ fn prompts_sharing_a_prefix_share_leading_block_keys() {
 
 #[test]
 fn bad_files_are_clear_errors() {
-    let missing = PromptTokenizer::from_file("/nonexistent/tokenizer.json")
+    let missing = PromptTokenizer::load(&TokenizerConfig::new("/nonexistent/tokenizer.json"))
         .err()
         .unwrap();
     assert!(
@@ -129,7 +132,9 @@ fn bad_files_are_clear_errors() {
     let dir = std::env::temp_dir();
     let path = dir.join(format!("kv-events-bad-{}.json", std::process::id()));
     std::fs::write(&path, br#"{"model": 3}"#).unwrap();
-    let bad = PromptTokenizer::from_file(&path).err().unwrap();
+    let bad = PromptTokenizer::load(&TokenizerConfig::new(&path))
+        .err()
+        .unwrap();
     assert!(bad.0.contains("not a tokenizer.json"), "{bad}");
     let _ = std::fs::remove_file(&path);
 }

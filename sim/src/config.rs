@@ -4,6 +4,7 @@
 //! Defaults model Llama-3.1-8B-Instruct (bf16) served by vLLM on one H100 80 GB; `sim/README.md`
 //! derives each figure.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
@@ -107,6 +108,14 @@ pub struct PodConfig {
     /// Batches kept for replay (vLLM's `buffer_steps`).
     #[arg(long, default_value_t = 10_000)]
     pub kv_events_buffer_steps: usize,
+
+    /// A model's Hugging Face `tokenizer.json`: prompt token ids (and so the prefix cache and
+    /// the KV events) come from it, as vLLM computes them (`prompt-tokenizer`): completions with
+    /// special tokens, chat rendered with the chat template of the `tokenizer_config.json`
+    /// beside it (else the built-in Llama-3 format) and encoded without. Generated words get
+    /// the tokenizer's ids. Off by default: the built-in stand-in tokenizer.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
 
     #[command(flatten)]
     pub faults: FaultConfig,

@@ -22,7 +22,7 @@ use crate::lora::{AdapterSlots, Residency};
 use crate::metrics::Metrics;
 use crate::progress::{Finish, Progress};
 use crate::timing::{step_duration, StepWork};
-use crate::tokenizer::output_token_id;
+use crate::tokenizer::{output_token_id, output_word};
 
 /// A request the HTTP layer has parsed and validated.
 pub struct Request {
@@ -36,6 +36,9 @@ pub struct Request {
     pub adapter: Option<usize>,
     /// Picks the generated words.
     pub seed: u64,
+    /// Ids of the generated words (`OUTPUT_WORDS`) under `--tokenizer`; the built-in
+    /// tokenizer's without.
+    pub output_ids: Option<Arc<[u32]>>,
     pub progress: Arc<Progress>,
 }
 
@@ -76,7 +79,13 @@ impl Sequence {
         let prompt = &self.request.prompt;
         match prompt.get(position) {
             Some(&id) => id,
-            None => output_token_id(self.request.seed, (position - prompt.len()) as u32),
+            None => {
+                let index = (position - prompt.len()) as u32;
+                match &self.request.output_ids {
+                    Some(ids) => ids[output_word(self.request.seed, index)],
+                    None => output_token_id(self.request.seed, index),
+                }
+            }
         }
     }
 
@@ -576,6 +585,7 @@ mod tests {
             let progress = Arc::new(Progress::default());
             let request = Request {
                 seed: prompt.len() as u64,
+                output_ids: None,
                 prompt,
                 block_hashes,
                 max_tokens,

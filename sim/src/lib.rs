@@ -15,6 +15,7 @@
 mod api;
 pub mod config;
 mod engine;
+pub mod hf_tokenizer;
 mod kv_cache;
 pub mod kv_events;
 mod lora;
@@ -100,10 +101,17 @@ fn kv_event_ports(config: &PodConfig, index: usize, count: usize) -> Option<(u16
 /// Starts one pod per address (port 0 picks a free port) on the current tokio runtime.
 pub async fn start_pods(config: PodConfig, addrs: &[SocketAddr]) -> io::Result<Vec<PodHandle>> {
     let config = Arc::new(config);
+    let tokenizer = match &config.tokenizer {
+        Some(path) => Some(Arc::new(
+            hf_tokenizer::HfTokenizer::load(path)
+                .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?,
+        )),
+        None => None,
+    };
     let mut pods = Vec::with_capacity(addrs.len());
     for (index, addr) in addrs.iter().enumerate() {
         let kv_ports = kv_event_ports(&config, index, addrs.len());
-        match pod::Pod::start(config.clone(), index, *addr, kv_ports).await {
+        match pod::Pod::start(config.clone(), index, *addr, kv_ports, tokenizer.clone()).await {
             Ok((pod, addr, kv_events)) => pods.push(PodHandle {
                 index,
                 addr,

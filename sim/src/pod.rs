@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{FaultConfig, PodConfig};
 use crate::engine::{Command, Engine, Request};
+use crate::hf_tokenizer::HfTokenizer;
 use crate::kv_events::{self, KvEventsAddrs};
 use crate::metrics::Metrics;
 use crate::server;
@@ -17,6 +18,8 @@ use crate::server;
 pub struct Pod {
     pub index: usize,
     pub config: Arc<PodConfig>,
+    /// `--tokenizer`, shared by all pods of the process.
+    pub tokenizer: Option<Arc<HfTokenizer>>,
     commands: mpsc::UnboundedSender<Command>,
     metrics: RwLock<Arc<Metrics>>,
     faults: Mutex<FaultConfig>,
@@ -33,6 +36,7 @@ impl Pod {
         index: usize,
         addr: SocketAddr,
         kv_event_ports: Option<(u16, u16)>,
+        tokenizer: Option<Arc<HfTokenizer>>,
     ) -> io::Result<(Arc<Pod>, SocketAddr, Option<KvEventsAddrs>)> {
         config
             .validate()
@@ -62,6 +66,7 @@ impl Pod {
             index,
             faults: Mutex::new(config.faults.clone()),
             config,
+            tokenizer,
             commands,
             metrics: RwLock::new(metrics),
             next_request: AtomicU64::new(0),

@@ -112,7 +112,7 @@ impl<'a> Iterator for Pieces<'a> {
 
 /// Words the simulated model "generates"; each is exactly one token of the tokenizer above, so
 /// a client sending a completion back in a later turn gets the same token count.
-const OUTPUT_WORDS: [&str; 32] = [
+pub const OUTPUT_WORDS: [&str; 32] = [
     " the", " model", " cache", " token", " of", " and", " to", " in", " is", " that", " it",
     " for", " on", " with", " as", " was", " at", " by", " this", " from", " batch", " an", " be",
     " are", " or", " have", " not", " but", " all", " can", " more", " data",
@@ -120,8 +120,13 @@ const OUTPUT_WORDS: [&str; 32] = [
 
 /// The text of the `index`-th generated token of a request with this `seed`.
 pub fn output_token(seed: u64, index: u32) -> &'static str {
+    OUTPUT_WORDS[output_word(seed, index)]
+}
+
+/// Which of [`OUTPUT_WORDS`] is the `index`-th generated token of a request with this `seed`.
+pub fn output_word(seed: u64, index: u32) -> usize {
     let mixed = seed.wrapping_add(u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    OUTPUT_WORDS[((mixed ^ (mixed >> 29)) % OUTPUT_WORDS.len() as u64) as usize]
+    ((mixed ^ (mixed >> 29)) % OUTPUT_WORDS.len() as u64) as usize
 }
 
 /// The id of the `index`-th generated token (for hashing output blocks into the prefix cache).

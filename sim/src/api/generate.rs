@@ -18,7 +18,7 @@ use crate::progress::{Finish, Progress};
 
 pub async fn completions(pod: Arc<Pod>, body: Bytes) -> Result<ApiResponse, ApiError> {
     let request: CompletionRequest = parse_json(&body)?;
-    let prompt = completion_tokens(&request.prompt, true)?;
+    let prompt = completion_tokens(&request.prompt, true, pod.tokenizer.as_deref())?;
     if prompt.is_empty() {
         return Err(ApiError::bad_request("prompt must not be empty"));
     }
@@ -35,7 +35,7 @@ pub async fn completions(pod: Arc<Pod>, body: Bytes) -> Result<ApiResponse, ApiE
 
 pub async fn chat_completions(pod: Arc<Pod>, body: Bytes) -> Result<ApiResponse, ApiError> {
     let request: ChatRequest = parse_json(&body)?;
-    let (_, prompt) = chat_tokens(&request.messages)?;
+    let (_, prompt) = chat_tokens(&request.messages, pod.tokenizer.as_deref())?;
     let max_tokens = request.max_completion_tokens.or(request.common.max_tokens);
     generate(
         pod,
@@ -113,6 +113,7 @@ async fn generate(
         finish,
         adapter,
         seed,
+        output_ids: pod.tokenizer.as_ref().map(|t| t.output_ids()),
         progress: progress.clone(),
     };
     if !pod.submit(request) {

@@ -136,8 +136,11 @@ pub fn tokenize(pod: &Pod, body: &[u8]) -> Result<ApiResponse, ApiError> {
     let (text, tokens) = match (&request.prompt, &request.messages) {
         (Some(PromptInput::Text(text)), None) => {
             let add_special = request.add_special_tokens.unwrap_or(true);
-            let tokens =
-                completion_tokens(request.prompt.as_ref().expect("matched Some"), add_special)?;
+            let tokens = completion_tokens(
+                request.prompt.as_ref().expect("matched Some"),
+                add_special,
+                pod.tokenizer.as_deref(),
+            )?;
             let text = if add_special {
                 format!("<|begin_of_text|>{text}")
             } else {
@@ -145,14 +148,17 @@ pub fn tokenize(pod: &Pod, body: &[u8]) -> Result<ApiResponse, ApiError> {
             };
             (text, tokens)
         }
-        (None, Some(messages)) => chat_tokens(messages)?,
+        (None, Some(messages)) => chat_tokens(messages, pod.tokenizer.as_deref())?,
         _ => {
             return Err(ApiError::bad_request(
                 "give either `prompt` (a string) or `messages`",
             ))
         }
     };
-    let token_strs: Vec<&str> = pieces(&text).collect();
+    let token_strs: Vec<String> = match &pod.tokenizer {
+        Some(tokenizer) => tokenizer.token_strs(&tokens),
+        None => pieces(&text).map(str::to_owned).collect(),
+    };
     debug_assert_eq!(token_strs.len(), tokens.len());
     Ok(json_response(
         StatusCode::OK,
@@ -184,7 +190,7 @@ struct RenderChat {
 pub fn render_completion(pod: &Pod, body: &[u8]) -> Result<ApiResponse, ApiError> {
     let request: RenderCompletion = parse_json(body)?;
     resolve_model(pod, request.model.as_deref())?;
-    let tokens = completion_tokens(&request.prompt, true)?;
+    let tokens = completion_tokens(&request.prompt, true, pod.tokenizer.as_deref())?;
     let prompt = match &request.prompt {
         PromptInput::Text(text) => Some(text.clone()),
         PromptInput::Texts(texts) => texts.first().cloned(),
@@ -207,7 +213,7 @@ pub fn render_completion(pod: &Pod, body: &[u8]) -> Result<ApiResponse, ApiError
 pub fn render_chat(pod: &Pod, body: &[u8]) -> Result<ApiResponse, ApiError> {
     let request: RenderChat = parse_json(body)?;
     resolve_model(pod, request.model.as_deref())?;
-    let (text, tokens) = chat_tokens(&request.messages)?;
+    let (text, tokens) = chat_tokens(&request.messages, pod.tokenizer.as_deref())?;
     let model = request.model.unwrap_or_else(|| pod.config.model.clone());
     Ok(json_response(
         StatusCode::OK,

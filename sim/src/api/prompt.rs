@@ -5,6 +5,7 @@
 use serde::Deserialize;
 
 use super::error::ApiError;
+use crate::hf_tokenizer::HfTokenizer;
 use crate::tokenizer::{token_id, tokenize_into, VOCAB_SIZE};
 
 const BEGIN_OF_TEXT: &str = "<|begin_of_text|>";
@@ -93,43 +94,69 @@ impl CommonParams {
 pub fn completion_tokens(
     prompt: &PromptInput,
     add_special_tokens: bool,
+    tokenizer: Option<&HfTokenizer>,
 ) -> Result<Vec<u32>, ApiError> {
+    let vocab = tokenizer.map_or(VOCAB_SIZE, |t| t.tokenizer.vocab_size() as u32);
     match prompt {
-        PromptInput::Text(text) => Ok(text_tokens(text, add_special_tokens)),
+        PromptInput::Text(text) => text_tokens(text, add_special_tokens, tokenizer),
         PromptInput::Texts(texts) if texts.len() == 1 => {
-            Ok(text_tokens(&texts[0], add_special_tokens))
+            text_tokens(&texts[0], add_special_tokens, tokenizer)
         }
-        PromptInput::Tokens(ids) => check_ids(ids.clone()),
-        PromptInput::TokenLists(lists) if lists.len() == 1 => check_ids(lists[0].clone()),
+        PromptInput::Tokens(ids) => check_ids(ids.clone(), vocab),
+        PromptInput::TokenLists(lists) if lists.len() == 1 => check_ids(lists[0].clone(), vocab),
         _ => Err(ApiError::bad_request(
             "batched prompts are not supported by the simulator; send one prompt per request",
         )),
     }
 }
 
-fn text_tokens(text: &str, add_special_tokens: bool) -> Vec<u32> {
+fn text_tokens(
+    text: &str,
+    add_special_tokens: bool,
+    tokenizer: Option<&HfTokenizer>,
+) -> Result<Vec<u32>, ApiError> {
     let mut ids = Vec::with_capacity(text.len() / 3 + 2);
-    if add_special_tokens {
-        ids.push(token_id(BEGIN_OF_TEXT));
+    match tokenizer {
+        Some(t) => t
+            .tokenizer
+            .encode(text, add_special_tokens, &mut ids)
+            .map_err(|e| ApiError::bad_request(e.0))?,
+        None => {
+            if add_special_tokens {
+                ids.push(token_id(BEGIN_OF_TEXT));
+            }
+            tokenize_into(text, &mut ids);
+        }
     }
-    tokenize_into(text, &mut ids);
-    ids
+    Ok(ids)
 }
 
-fn check_ids(ids: Vec<u32>) -> Result<Vec<u32>, ApiError> {
-    match ids.iter().find(|&&id| id >= VOCAB_SIZE) {
+fn check_ids(ids: Vec<u32>, vocab: u32) -> Result<Vec<u32>, ApiError> {
+    match ids.iter().find(|&&id| id >= vocab) {
         Some(id) => Err(ApiError::bad_request(format!(
-            "token id {id} is out of vocabulary (size {VOCAB_SIZE})"
+            "token id {id} is out of vocabulary (size {vocab})"
         ))),
         None => Ok(ids),
     }
 }
 
-/// Renders messages with Llama-3's chat template, ending with the assistant header the model
-/// continues from.
-pub fn render_chat(messages: &[Message]) -> Result<String, ApiError> {
+/// Renders messages with the `--tokenizer`'s chat template when it has one, else with
+/// Llama-3's format built in; either way ending with the assistant header the model continues
+/// from.
+pub fn render_chat(
+    messages: &[Message],
+    tokenizer: Option<&HfTokenizer>,
+) -> Result<String, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::bad_request("messages must not be empty"));
+    }
+    if let Some(t) = tokenizer.filter(|t| t.tokenizer.chat_template().is_ok()) {
+        let messages: Vec<scheduler::request::Message<'_>> =
+            messages.iter().map(borrowed).collect();
+        return t
+            .tokenizer
+            .render_chat(&messages)
+            .map_err(|e| ApiError::bad_request(e.0));
     }
     let mut text = String::from(BEGIN_OF_TEXT);
     for message in messages {
@@ -159,8 +186,32 @@ pub fn render_chat(messages: &[Message]) -> Result<String, ApiError> {
 }
 
 /// Chat prompt tokens (the template already holds the BOS marker).
-pub fn chat_tokens(messages: &[Message]) -> Result<(String, Vec<u32>), ApiError> {
-    let text = render_chat(messages)?;
-    let tokens = text_tokens(&text, false);
+pub fn chat_tokens(
+    messages: &[Message],
+    tokenizer: Option<&HfTokenizer>,
+) -> Result<(String, Vec<u32>), ApiError> {
+    let text = render_chat(messages, tokenizer)?;
+    let tokens = text_tokens(&text, false, tokenizer)?;
     Ok((text, tokens))
+}
+
+/// A message as the routing module parses it, for `prompt-tokenizer`.
+fn borrowed(message: &Message) -> scheduler::request::Message<'_> {
+    use scheduler::request::{Content as C, ContentPart as P};
+    use std::borrow::Cow::Borrowed;
+    scheduler::request::Message {
+        role: Borrowed(&message.role),
+        content: message.content.as_ref().map(|content| match content {
+            Content::Text(text) => C::Text(Borrowed(text)),
+            Content::Parts(parts) => C::Parts(
+                parts
+                    .iter()
+                    .map(|part| P {
+                        kind: Borrowed(&part.kind),
+                        text: part.text.as_deref().map(Borrowed),
+                    })
+                    .collect(),
+            ),
+        }),
+    }
 }
