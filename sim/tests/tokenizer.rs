@@ -233,3 +233,21 @@ async fn generated_words_get_the_tokenizer_ids_of_their_text() {
     );
     assert_eq!(&stored[..], &continued[..full]);
 }
+
+#[test]
+fn a_bad_tokenizer_path_stops_the_start_with_the_file_named() {
+    let error = inference_sim::spawn_pods(
+        PodConfig {
+            tokenizer: Some("/nonexistent/tokenizer.json".into()),
+            ..common::fast_config()
+        },
+        1,
+    )
+    .err()
+    .expect("no pods without the tokenizer");
+    let message = error.to_string();
+    assert!(
+        message.contains("--tokenizer") && message.contains("/nonexistent/tokenizer.json"),
+        "{message}"
+    );
+}

@@ -146,7 +146,16 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("prompt-tokenizer-bench-{}", std::process::id()));
     let path = write_trained_tokenizer(&dir);
     let load_start = Instant::now();
-    let tokenizer = PromptTokenizer::load(&TokenizerConfig::new(&path)).unwrap();
+    // `TOKENIZER_BENCH_CHUNK_BYTES` tries another chunk size (default 256, the config's).
+    let chunk_bytes = std::env::var("TOKENIZER_BENCH_CHUNK_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let tokenizer = PromptTokenizer::load(&TokenizerConfig {
+        chunk_bytes,
+        ..TokenizerConfig::new(&path)
+    })
+    .unwrap();
     let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
     assert!(tokenizer.chunking(), "{:?}", tokenizer.chunking_problem());
 
@@ -315,7 +324,7 @@ fn main() {
         "tokenizer": {
             "fixture_vocab_size": tokenizer.vocab_size(),
             "load_ms": round2(load_ms),
-            "chunk_bytes": 256,
+            "chunk_bytes": chunk_bytes,
             "prompt_bytes": prompt.len(),
             "completion_tokens_mean": completion_tokens / completions.len(),
             "chat_tokens_mean": chat_tokens / chats.len(),

@@ -306,3 +306,50 @@ fn threads_share_one_tokenizer() {
         }
     });
 }
+
+/// The fixture with Llama-3's pre-tokenizer layout: a `Split` on Llama-3's pattern (contractions,
+/// letters with one leading non-letter, digits in threes, punctuation runs, newlines, spaces),
+/// then byte-level mapping without its own regex.
+fn llama3_split() -> &'static PromptTokenizer {
+    static TOKENIZER: std::sync::OnceLock<PromptTokenizer> = std::sync::OnceLock::new();
+    TOKENIZER.get_or_init(|| {
+        let dir = temp_dir("llama3-split");
+        let path = write_trained_tokenizer(&dir);
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let pattern = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+        json["pre_tokenizer"] = serde_json::json!({
+            "type": "Sequence",
+            "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
+            ],
+        });
+        std::fs::write(&path, json.to_string()).unwrap();
+        PromptTokenizer::load(&TokenizerConfig {
+            chunk_bytes: 16,
+            ..TokenizerConfig::new(path)
+        })
+        .unwrap()
+    })
+}
+
+#[test]
+fn llama3_style_pre_tokenization_keeps_chunking_on() {
+    let tokenizer = llama3_split();
+    assert!(tokenizer.chunking(), "{:?}", tokenizer.chunking_problem());
+    let text = "It's 12345 (or so) words: don't stop!\n\n  Next  line.";
+    let ids = tokenizer.encode_whole(text, false).unwrap();
+    assert_eq!(tokenizer.decode(&ids).unwrap(), text);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    #[test]
+    fn chunked_equals_whole_with_llama3_style_pre_tokenization(text in generated_text(), special in any::<bool>()) {
+        let tokenizer = llama3_split();
+        let mut out = Vec::new();
+        tokenizer.encode(&text, special, &mut out).unwrap();
+        prop_assert_eq!(out, tokenizer.encode_whole(&text, special).unwrap());
+    }
+}
