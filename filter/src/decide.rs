@@ -11,6 +11,7 @@ use scheduler::{
 };
 
 use crate::pool::{Condition, Health, Pool};
+use crate::prompt_tokens::with_prompt_tokens;
 use crate::saturation::SaturationConfig;
 
 /// Pools up to this size are decided without a heap allocation for the per-pod lists.
@@ -71,8 +72,26 @@ pub fn decide(
         criticality,
         session: steering.session,
         profile: steering.profile,
+        tokens: None,
     };
+    with_prompt_tokens(
+        pool.tokenizer(),
+        scheduler.wants_tokens(),
+        request,
+        |tokens| {
+            let context = RequestContext { tokens, ..context };
+            decide_with(scheduler, saturation, pool, request, &context)
+        },
+    )
+}
 
+fn decide_with(
+    scheduler: &Scheduler,
+    saturation: &SaturationConfig,
+    pool: &Pool,
+    request: &InferenceRequest<'_>,
+    context: &RequestContext<'_>,
+) -> Result<Option<Choice>, Rejection> {
     let members = pool.members();
     if members.pods.is_empty() {
         return Ok(None);
@@ -107,7 +126,7 @@ pub fn decide(
             retry_after_s: Some(saturation.retry_after_s),
         });
     }
-    match scheduler.schedule(request, &views, &context) {
+    match scheduler.schedule(request, &views, context) {
         Ok(decision) => {
             let pod = Arc::clone(&members.pods[decision.pod]);
             let pool_unhealthy = members

@@ -272,14 +272,7 @@ impl InferenceFilter {
                 let endpoint = choice.pod.address();
                 let d = &choice.decision;
                 let ids = self.config.metrics.as_ref();
-                metrics::record_decision(
-                    ids,
-                    envoy,
-                    endpoint,
-                    latency_us,
-                    d.prefix_hit_blocks,
-                    d.request_blocks,
-                );
+                metrics::record_decision(ids, envoy, endpoint, latency_us, d);
                 envoy.set_request_header(DESTINATION_HEADER, endpoint);
                 if choice.pool_unhealthy {
                     // Envoy's balancer only picks healthy hosts; go around it (the cluster's

@@ -26,6 +26,7 @@ mod panic_guard;
 mod pool;
 mod pool_config;
 mod pools;
+mod prompt_tokens;
 mod saturation;
 mod ticker;
 

@@ -4,6 +4,10 @@
 //! by the stream's filter, and pod and index state is reported from Envoy's main thread once a
 //! second (`report`). Names are documented in the README.
 
+use kv_events::StreamState;
+use scheduler::plugins::scorers::PreciseUse;
+use scheduler::Decision;
+
 use crate::envoy::{EnvoyConfigMetrics, EnvoyHttpFilter, MetricKind};
 use crate::pools;
 
@@ -24,6 +28,12 @@ pub struct MetricIds {
     pub pods: usize,
     pub index_blocks: usize,
     pub index_bytes: usize,
+    pub precise_decisions: usize,
+    pub precise_hit_blocks: usize,
+    pub precise_request_blocks: usize,
+    pub kv_events_synced: usize,
+    pub kv_events_blocks: usize,
+    pub kv_events_bytes: usize,
 }
 
 /// Each metric: name, kind, label names.
@@ -42,6 +52,12 @@ const DEFINITIONS: &[(&str, MetricKind, &[&str])] = &[
     ("pods", MetricKind::Gauge, &[]),
     ("prefix_index_blocks", MetricKind::Gauge, &[]),
     ("prefix_index_bytes", MetricKind::Gauge, &[]),
+    ("precise_decisions_total", MetricKind::Counter, &["basis"]),
+    ("precise_hit_blocks_total", MetricKind::Counter, &[]),
+    ("precise_request_blocks_total", MetricKind::Counter, &[]),
+    ("kv_events_synced", MetricKind::Gauge, &["pod"]),
+    ("kv_events_blocks", MetricKind::Gauge, &[]),
+    ("kv_events_bytes", MetricKind::Gauge, &[]),
 ];
 
 impl MetricIds {
@@ -53,7 +69,7 @@ impl MetricIds {
                 .define(name, *kind, labels)
                 .map_err(|e| format!("cannot define metric {name}: {e}"))?;
         }
-        let [decisions, decision_latency_us, prefix_hit_blocks, request_blocks, rejected, shed, scrapes_succeeded, scrapes_failed, in_flight, pod_stale, stale_pods, pods, index_blocks, index_bytes] =
+        let [decisions, decision_latency_us, prefix_hit_blocks, request_blocks, rejected, shed, scrapes_succeeded, scrapes_failed, in_flight, pod_stale, stale_pods, pods, index_blocks, index_bytes, precise_decisions, precise_hit_blocks, precise_request_blocks, kv_events_synced, kv_events_blocks, kv_events_bytes] =
             ids;
         Ok(MetricIds {
             decisions,
@@ -70,6 +86,12 @@ impl MetricIds {
             pods,
             index_blocks,
             index_bytes,
+            precise_decisions,
+            precise_hit_blocks,
+            precise_request_blocks,
+            kv_events_synced,
+            kv_events_blocks,
+            kv_events_bytes,
         })
     }
 }
@@ -80,14 +102,24 @@ pub fn record_decision(
     envoy: &mut impl EnvoyHttpFilter,
     pod: &str,
     latency_us: u64,
-    prefix_hit_blocks: u32,
-    request_blocks: u32,
+    decision: &Decision,
 ) {
     let Some(ids) = ids else { return };
     envoy.increment_counter(ids.decisions, &[pod], 1);
     envoy.record_histogram(ids.decision_latency_us, &[], latency_us);
-    envoy.increment_counter(ids.prefix_hit_blocks, &[], u64::from(prefix_hit_blocks));
-    envoy.increment_counter(ids.request_blocks, &[], u64::from(request_blocks));
+    envoy.increment_counter(
+        ids.prefix_hit_blocks,
+        &[],
+        u64::from(decision.prefix_hit_blocks),
+    );
+    envoy.increment_counter(ids.request_blocks, &[], u64::from(decision.request_blocks));
+    if let Some(precise) = decision.precise {
+        envoy.increment_counter(ids.precise_decisions, &[precise.label()], 1);
+        if let PreciseUse::Events { hit_blocks, blocks } = precise {
+            envoy.increment_counter(ids.precise_hit_blocks, &[], u64::from(hit_blocks));
+            envoy.increment_counter(ids.precise_request_blocks, &[], u64::from(blocks));
+        }
+    }
 }
 
 pub fn record_rejection(ids: Option<&MetricIds>, envoy: &mut impl EnvoyHttpFilter, status: u32) {
@@ -104,6 +136,7 @@ pub fn record_rejection(ids: Option<&MetricIds>, envoy: &mut impl EnvoyHttpFilte
 pub fn report(ids: &MetricIds, envoy: &mut impl EnvoyConfigMetrics) {
     let now = std::time::Instant::now();
     let (mut pods, mut stale, mut blocks, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+    let (mut event_blocks, mut event_bytes) = (0u64, 0u64);
     for pool in pools::all() {
         pool.log_condition_changes(now);
         let max_age = pool.stale_after();
@@ -118,6 +151,14 @@ pub fn report(ids: &MetricIds, envoy: &mut impl EnvoyConfigMetrics) {
             envoy.increment_counter(ids.scrapes_succeeded, &labels, ok);
             envoy.increment_counter(ids.scrapes_failed, &labels, failed);
         }
+        if let Some(kv_events) = pool.kv_events() {
+            for address in members.keys() {
+                let synced = kv_events.stream_state(address) == Some(StreamState::Synced);
+                envoy.set_gauge(ids.kv_events_synced, &[&**address], u64::from(synced));
+            }
+            event_blocks += kv_events.blocks() as u64;
+            event_bytes += kv_events.bytes() as u64;
+        }
         pods += members.len() as u64;
         blocks += pool.index().blocks() as u64;
         bytes += pool.index().bytes() as u64;
@@ -126,4 +167,6 @@ pub fn report(ids: &MetricIds, envoy: &mut impl EnvoyConfigMetrics) {
     envoy.set_gauge(ids.pods, &[], pods);
     envoy.set_gauge(ids.index_blocks, &[], blocks);
     envoy.set_gauge(ids.index_bytes, &[], bytes);
+    envoy.set_gauge(ids.kv_events_blocks, &[], event_blocks);
+    envoy.set_gauge(ids.kv_events_bytes, &[], event_bytes);
 }

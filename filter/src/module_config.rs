@@ -42,7 +42,7 @@ impl ModuleConfig {
         &self.filter.scheduler_config.headers
     }
 
-    /// The scheduler for `pool`: this config's profiles over the pool's prefix index.
+    /// The scheduler for `pool`: this config's profiles over the pool's indexes.
     pub fn scheduler_for(&self, pool: &Arc<Pool>) -> Arc<Scheduler> {
         // A dead entry's address may be reused by a new pool: only a live one matches.
         let same = |(p, _): &&(Weak<Pool>, Arc<Scheduler>)| {
@@ -52,10 +52,10 @@ impl ModuleConfig {
             return Arc::clone(scheduler);
         }
         let scheduler = Arc::new(
-            Scheduler::with_index(
+            Scheduler::with_indexes(
                 &self.filter.scheduler_config,
                 &Registry::builtin(),
-                Arc::clone(pool.index()),
+                &pool.indexes(),
             )
             .expect("the scheduler config was checked when the filter config loaded"),
         );

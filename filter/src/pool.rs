@@ -1,6 +1,7 @@
 //! A pool: everything known about the pods of one upstream cluster — its members and their
-//! health as Envoy reports them, each pod's live state, the scraper keeping that fresh, and the
-//! prefix index of routes learned. It belongs to the cluster (its load-balancing policy holds
+//! health as Envoy reports them, each pod's live state, the scraper keeping that fresh, the
+//! prefix index of routes learned and, when configured, the pods' own KV-cache events and the
+//! model's tokenizer. It belongs to the cluster (its load-balancing policy holds
 //! it) and is shared by every filter config routing there, so replacing a listener or filter
 //! config loses nothing; `pools` finds it by cluster name.
 
@@ -9,8 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use kv_events::KvEventsIndex;
 use pods::{PodRegistry, PodState, Scraper};
+use prompt_tokenizer::PromptTokenizer;
+use scheduler::plugins::scorers::PreciseBlockIndex;
 use scheduler::prefix::PrefixIndex;
+use scheduler::Indexes;
 
 use crate::logging::{log, Level};
 use crate::pool_config::PoolConfig;
@@ -71,6 +76,10 @@ pub struct Pool {
     members: ArcSwap<Members>,
     pods: Arc<PodRegistry>,
     index: Arc<PrefixIndex>,
+    /// The pods' KV-cache events, one subscription per member (absent unless configured).
+    kv_events: Option<Arc<KvEventsIndex>>,
+    /// The model's tokenizer, shared by every worker (absent unless configured).
+    tokenizer: Option<Arc<PromptTokenizer>>,
     /// Serialises membership updates (every LB instance of the cluster publishes the same
     /// ones); readers never take it.
     writer: Mutex<()>,
@@ -91,6 +100,8 @@ impl Pool {
             members: ArcSwap::from_pointee(Members::default()),
             pods: Arc::new(PodRegistry::new()),
             index: Arc::new(PrefixIndex::new(config.prefix_index.clone())),
+            kv_events: None,
+            tokenizer: None,
             writer: Mutex::new(()),
             reported_scrapes: Mutex::new(HashMap::new()),
             logged_conditions: Mutex::new(HashMap::new()),
@@ -99,9 +110,25 @@ impl Pool {
         }
     }
 
-    /// The same, scraping its members' metrics from now until it is dropped.
+    /// The same, live: scraping its members' metrics and, if configured, following their KV
+    /// events with its tokenizer loaded, from now until it is dropped.
     pub fn scraping(cluster: &str, config: PoolConfig) -> Result<Pool, String> {
         let mut pool = Pool::new(cluster, config);
+        if let Some(tokenizer) = &pool.config.tokenizer {
+            let tokenizer = PromptTokenizer::load(tokenizer).map_err(|e| e.to_string())?;
+            if !tokenizer.chunking() {
+                log(
+                    Level::Warn,
+                    &format!("inference-scheduler: pool {cluster}: the tokenizer gives other ids when a prompt is tokenized in pieces, so every prompt is tokenized whole (slower; see the README)"),
+                );
+            }
+            pool.tokenizer = Some(Arc::new(tokenizer));
+        }
+        if let Some(kv_events) = &pool.config.kv_events {
+            let index = KvEventsIndex::new(kv_events.clone())
+                .map_err(|e| format!("cannot start the KV-event subscriber: {e}"))?;
+            pool.kv_events = Some(Arc::new(index));
+        }
         pool.scraper = Some(Scraper::start(
             Arc::clone(&pool.pods),
             &pool.config.pod_metrics,
@@ -125,8 +152,28 @@ impl Pool {
         &self.index
     }
 
+    /// The indexes a scheduler of this pool reads: its routes and its pods' events.
+    pub fn indexes(&self) -> Indexes {
+        Indexes {
+            prefix: Arc::clone(&self.index),
+            precise: self
+                .kv_events
+                .as_ref()
+                .map(|i| Arc::clone(i) as Arc<dyn PreciseBlockIndex>),
+        }
+    }
+
+    pub fn kv_events(&self) -> Option<&KvEventsIndex> {
+        self.kv_events.as_deref()
+    }
+
+    pub fn tokenizer(&self) -> Option<&PromptTokenizer> {
+        self.tokenizer.as_deref()
+    }
+
     /// Publishes `snapshot` as the current members. Cheap when nothing changed, the common case.
-    /// Pods that left are dropped from the pod registry and from the prefix index.
+    /// Pods that left are dropped from the pod registry, the prefix index and the KV-event
+    /// subscriptions; pods that joined are subscribed.
     pub fn publish(&self, snapshot: PoolSnapshot) {
         if self.members.load().snapshot == snapshot {
             return;
@@ -144,6 +191,29 @@ impl Pool {
         // caught too: the index keeps exactly the members.
         let pods = &self.pods;
         self.index.retain(|address| pods.get(address).is_some());
+        if let Some(kv_events) = &self.kv_events {
+            self.follow_events(kv_events);
+        }
+    }
+
+    /// Subscribes every member not yet followed and drops the subscriptions of pods gone.
+    fn follow_events(&self, kv_events: &KvEventsIndex) {
+        kv_events.retain(|address| self.pods.get(address).is_some());
+        for member in &self.members.load().snapshot.members {
+            if kv_events.is_subscribed(&member.address) {
+                continue;
+            }
+            match kv_events.config().endpoints_of(&member.address) {
+                Some(endpoints) => kv_events.subscribe(&member.address, endpoints),
+                None => log(
+                    Level::Warn,
+                    &format!(
+                        "inference-scheduler: pool {}: no KV-event endpoint for pod {} (kv_events ports out of range); it is scored approximately",
+                        self.cluster, member.address
+                    ),
+                ),
+            }
+        }
     }
 
     /// Metrics older than this count as stale.

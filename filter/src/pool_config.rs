@@ -3,7 +3,9 @@
 //! prefix cache is modelled), so they belong to the cluster, not to a filter: every filter
 //! config that routes to the cluster shares one pool built from them.
 
+use kv_events::KvEventsConfig;
 use pods::{AnswerConfig, ScrapeConfig};
+use prompt_tokenizer::{PromptTokenizer, TokenizerConfig};
 use scheduler::prefix::PrefixConfig;
 use scheduler::ConfigError;
 use serde::Deserialize;
@@ -17,6 +19,12 @@ pub struct PoolConfig {
     pub prefix_index: PrefixConfig,
     /// When a pod failing requests is avoided, and for how long.
     pub pod_errors: AnswerConfig,
+    /// Follow the pods' KV-cache events (vLLM's ZeroMQ stream) for the `precise-prefix`
+    /// scorer; absent: no subscriptions.
+    pub kv_events: Option<KvEventsConfig>,
+    /// The model's tokenizer, to compute a request's token ids as the pods do (needed for
+    /// `precise-prefix`); absent: every pod is scored approximately.
+    pub tokenizer: Option<TokenizerConfig>,
 }
 
 impl PoolConfig {
@@ -36,6 +44,16 @@ impl PoolConfig {
             .pod_errors
             .validate()
             .map_err(|e| e.nested_in("pod_errors"))?;
+        if let Some(kv_events) = &config.kv_events {
+            kv_events.validate().map_err(|e| e.nested_in("kv_events"))?;
+        }
+        if let Some(tokenizer) = &config.tokenizer {
+            tokenizer.validate().map_err(|e| e.nested_in("tokenizer"))?;
+            // Loaded here only to refuse a config whose files are missing or broken (the
+            // pool loads its own); the error names the file.
+            PromptTokenizer::load(tokenizer)
+                .map_err(|e| ConfigError::new("tokenizer.path", e.to_string()))?;
+        }
         Ok(config)
     }
 }
@@ -78,6 +96,18 @@ mod tests {
         assert_eq!(
             path(r#"{"pod_errors":{"avoid_for_ms":0}}"#),
             "pod_errors.avoid_for_ms"
+        );
+        assert_eq!(
+            path(r#"{"kv_events":{"publish_port":1,"publish_port_offset":1}}"#),
+            "kv_events.publish_port_offset"
+        );
+        assert_eq!(
+            path(r#"{"kv_events":{"blocksize":16}}"#),
+            "kv_events.blocksize"
+        );
+        assert_eq!(
+            path(r#"{"tokenizer":{"path":"/no/such/tokenizer.json"}}"#),
+            "tokenizer.path"
         );
         assert_eq!(path(r#"{} extra"#), "");
         assert_eq!(path(r#"[1]"#), "");
