@@ -43,7 +43,8 @@ def table(doc):
              "|---|" + "---|" * len(columns)]
     for r in doc["results"]:
         if r.get("skipped"):
-            lines.append(f"| `{r['target']}` | skipped: {r['skipped']} |" + " |" * (len(columns) - 1))
+            reason = r["skipped"].replace("|", "/").replace("\n", " ")
+            lines.append(f"| `{r['target']}` | skipped: {reason} |" + " |" * (len(columns) - 1))
             continue
         r = dict(r, max_pod_share=max_pod_share(r))
         cells = [fmt.format(r[key]) if r.get(key) is not None else "-" for key, _, fmt in columns]

@@ -208,18 +208,29 @@ pub fn start(target: &str, pods: &[String], env: &Env, tag: &str) -> Result<Runn
 }
 
 fn start_envoy(config: &EnvoyConfig) -> Result<Running, String> {
-    let envoy = Envoy::try_start(config).map_err(|log| {
-        format!(
-            "Envoy did not start: {}",
-            log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
-        )
-    })?;
+    let envoy = Envoy::try_start(config)
+        .map_err(|log| format!("Envoy did not start: {}", why_not_started(&log)))?;
     Ok(Running {
         urls: vec![envoy.url.clone()],
         envoys: vec![envoy],
         child: None,
         log: None,
     })
+}
+
+/// The error lines of a log from an Envoy that did not start, without their timestamps and
+/// source locations (else its last lines).
+fn why_not_started(log: &str) -> String {
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("][error][") || l.contains("][critical]["))
+        .map(|l| l.rsplit_once("] ").map_or(l, |(_, message)| message).trim())
+        .collect();
+    if errors.is_empty() {
+        log.lines().rev().take(5).collect::<Vec<_>>().join(" / ")
+    } else {
+        errors.join("; ")
+    }
 }
 
 fn take_envoys(mut running: Running) -> Vec<Envoy> {
@@ -290,4 +301,37 @@ fn free_port() -> Result<u16, String> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| format!("no free port: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_start_is_explained_by_envoys_error_lines() {
+        let log = "[2026-12-02 05:39:03.026][4188][info][main] [source/server/server.cc:1] starting\n\
+            [2026-12-02 05:39:03.081][4188][error][dynamic_modules] [:] lb_policy_config: unknown field `kv_events`\n\
+            [2026-12-02 05:39:03.082][4188][critical][main] [source/server/server.cc:449] error initializing config\n\
+            [2026-12-02 05:39:03.083][4188][info][main] [source/server/server.cc:1159] exiting";
+        assert_eq!(
+            why_not_started(log),
+            "lb_policy_config: unknown field `kv_events`; error initializing config"
+        );
+        assert_eq!(why_not_started("a\nb"), "b / a");
+    }
+
+    #[test]
+    fn replica_targets_name_their_profile_and_count() {
+        assert_eq!(replicas("module-default-x4"), Some((Profile::Default, 4)));
+        assert_eq!(replicas("module-precise-x1"), Some((Profile::Precise, 1)));
+        assert_eq!(replicas("module-precise-x0"), None);
+        assert_eq!(replicas("module-default"), None);
+        assert!(known("module-precise-x4") && !known("module-precise"));
+        assert_eq!(module_config("module-precise-x2"), Some(PRECISE_CONFIG));
+        let config: serde_json::Value = serde_json::from_str(PRECISE_CONFIG).unwrap();
+        assert_eq!(
+            config["scheduler"]["profiles"]["precise"]["scorers"][2]["type"],
+            "precise-prefix"
+        );
+    }
 }
