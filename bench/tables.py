@@ -12,7 +12,9 @@ COLUMNS = [("hit_ratio", "hit ratio", "{:.3f}"), ("ttft_p50_ms", "P50 TTFT", "{:
            ("itl_p95_ms", "P95 ITL", "{:.1f}"), ("req_per_s", "req/s", "{:.1f}"),
            ("input_tok_per_s", "input tok/s", "{:.0f}"), ("errors", "errors", "{}"),
            ("max_pod_share", "busiest pod ÷ even share", "{:.2f}"),
-           ("turns_on_session_pod", "turns on conversation's pod", "{:.3f}")]
+           ("turns_on_session_pod", "turns on conversation's pod", "{:.3f}"),
+           ("returning_first_hit_ratio", "hit of a returning burst's first", "{:.3f}"),
+           ("bursts_on_one_pod", "bursts on one pod", "{:.3f}")]
 
 
 def max_pod_share(r):
@@ -30,18 +32,22 @@ def ceiling(doc):
 
 
 def table(doc):
+    # Only the columns some target of this scenario has a value for.
+    columns = [c for c in COLUMNS if c[0] in ("max_pod_share", "errors")
+               or any(r.get(c[0]) is not None for r in doc["results"] if not r.get("skipped"))]
     lines = [f"### {doc['scenario']}", "",
              f"load average at start {doc.get('load_average_at_start')}; "
              f"{doc.get('finished_at_unix', 0) - doc.get('started_at_unix', 0)} s; "
              f"hit-ratio ceiling {ceiling(doc)}", "",
-             "| target | " + " | ".join(c[1] for c in COLUMNS) + " |",
-             "|---|" + "---|" * len(COLUMNS)]
+             "| target | " + " | ".join(c[1] for c in columns) + " |",
+             "|---|" + "---|" * len(columns)]
     for r in doc["results"]:
         if r.get("skipped"):
-            lines.append(f"| `{r['target']}` | skipped: {r['skipped']} |" + " |" * (len(COLUMNS) - 1))
+            reason = r["skipped"].replace("|", "/").replace("\n", " ")
+            lines.append(f"| `{r['target']}` | skipped: {reason} |" + " |" * (len(columns) - 1))
             continue
         r = dict(r, max_pod_share=max_pod_share(r))
-        cells = [fmt.format(r[key]) if r.get(key) is not None else "-" for key, _, fmt in COLUMNS]
+        cells = [fmt.format(r[key]) if r.get(key) is not None else "-" for key, _, fmt in columns]
         lines.append(f"| `{r['target']}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -3,16 +3,17 @@
 # shared-prefix workloads scaled to this machine (bench/README.md). Writes bench/results/.
 #
 # Knobs (environment): SCENARIOS (default "shared-prefix-high shared-prefix-low sharegpt chat-bursty
-# overload replicas seed-scale"), TARGETS
+# overload replicas seed-scale kv-events"), TARGETS
 # (comma list, default the scenario's), BENCH_GROUPS (shared-prefix groups, default the scenario's),
 # TIME_SCALE, LENGTH_DIVISOR (default 4; 1 = the reference's own lengths), ROUTER_VENV (default
-# target/router-venv), SIM_CPUS / CLIENT_CPUS (default 0 / 1 on a machine with 2+ CPUs).
+# target/router-venv), SIM_CPUS / CLIENT_CPUS (default 0 / 1 on a machine with 2+ CPUs), TOKENIZER
+# (a tokenizer.json for the kv-events scenario's pods and precise targets; default the bench's own).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 venv="${ROUTER_VENV:-$target_dir/router-venv}"
-scenarios="${SCENARIOS:-shared-prefix-high shared-prefix-low sharegpt chat-bursty overload replicas seed-scale}"
+scenarios="${SCENARIOS:-shared-prefix-high shared-prefix-low sharegpt chat-bursty overload replicas seed-scale kv-events}"
 
 # The peers and matplotlib live in their own virtualenv, not the project's .venv. A peer that
 # cannot be installed is skipped by the runner (its entry says why); the run goes on.
@@ -42,6 +43,7 @@ for scenario in $scenarios; do
   [[ -n "${BENCH_GROUPS:-}" ]] && args+=(--groups "$BENCH_GROUPS")
   [[ -n "${TIME_SCALE:-}" ]] && args+=(--time-scale "$TIME_SCALE")
   [[ -n "${LENGTH_DIVISOR:-}" ]] && args+=(--length-divisor "$LENGTH_DIVISOR")
+  [[ -n "${TOKENIZER:-}" ]] && args+=(--tokenizer "$TOKENIZER")
   "${pin[@]}" "$target_dir/release/inference-bench" "${args[@]}"
 done
 echo "bench: load average at end: $(cut -d' ' -f1-3 /proc/loadavg); $((SECONDS - start)) s"

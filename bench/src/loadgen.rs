@@ -1,4 +1,5 @@
-//! Drives a workload at a target: Poisson session arrivals at a rate, at most `concurrency`
+//! Drives a workload at a target: Poisson session arrivals at a rate (or each session at its own
+//! time, for scheduled workloads such as bursts), at most `concurrency`
 //! requests in flight (a request that arrives when the cap is reached waits, and its latencies
 //! count from when it is sent, as in SGLang's `bench_serving`).
 
@@ -69,6 +70,8 @@ async fn drive(load: &Load, sessions: &[Session]) -> (Vec<Outcome>, f64) {
     let mut due = 0.0;
     for (index, (session, gap)) in sessions.iter().zip(gaps).enumerate() {
         due += gap;
+        // A scheduled session (a burst's) is sent at its own time instead.
+        let due = session.burst.map_or(due, |b| b.at_s);
         let replica = pick.usize(..endpoint.0.len().max(1));
         let wait = Duration::from_secs_f64(due).saturating_sub(start.elapsed());
         let (client, permits, endpoint, bar, session) = (

@@ -12,6 +12,7 @@ mod scenario;
 mod stats;
 mod suite;
 mod targets;
+mod tokenizer;
 mod workload;
 
 use std::path::PathBuf;
@@ -71,16 +72,20 @@ enum Cmd {
         /// Envoy worker threads.
         #[arg(long, default_value_t = 1)]
         envoy_concurrency: usize,
+        /// A Hugging Face tokenizer.json for a KV-events scenario's pods and precise targets
+        /// (default: the one the bench writes itself, if any; else the simulator's built-in).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
     },
 }
 
 /// The workload: a named scenario, optionally resized.
 #[derive(Args)]
 struct Shape {
-    /// shared-prefix-high, shared-prefix-low, sharegpt or multi-turn.
+    /// One of the named scenarios (`inference-bench suite --scenario nope` lists them).
     #[arg(long, default_value = "shared-prefix-high")]
     scenario: String,
-    /// Shared-prefix groups (or ShareGPT requests, or conversations).
+    /// Shared-prefix groups (or ShareGPT requests, or conversations, or burst groups).
     #[arg(long)]
     groups: Option<usize>,
     #[arg(long)]
@@ -116,6 +121,12 @@ impl Shape {
             }
             Workload::ShareGptLike(w) => w.requests = self.groups.unwrap_or(w.requests),
             Workload::MultiTurn(w) => w.conversations = self.groups.unwrap_or(w.conversations),
+            Workload::PrefixBursts(w) => {
+                // Each group returns as often as before: fewer groups, a lower mean rate.
+                w.groups = self.groups.unwrap_or(w.groups);
+                w.burst_len = self.prompts_per_group.unwrap_or(w.burst_len);
+                s.rate = (w.groups * w.burst_len) as f64 / w.mean_return_s;
+            }
         }
         s.rate = self.rate.unwrap_or(s.rate);
         s.concurrency = self.concurrency.unwrap_or(s.concurrency);
@@ -159,11 +170,12 @@ fn main() {
             sim_cpus,
             router_venv,
             envoy_concurrency,
+            tokenizer,
         } => shape.scenario(time_scale).and_then(|scenario| {
             let targets = targets.unwrap_or_else(|| scenario.targets.clone());
             if let Some(bad) = targets.iter().find(|t| !targets::known(t)) {
                 return Err(format!(
-                    "unknown target {bad:?} (known: {}, module-default-x<N>, <target>-below-saturation)",
+                    "unknown target {bad:?} (known: {}, module-default-x<N>, module-precise-x<N>, <target>-below-saturation)",
                     targets::ALL.join(", ")
                 ));
             }
@@ -177,9 +189,11 @@ fn main() {
                     router_venv,
                     log_dir,
                     envoy_concurrency,
+                    precise_pool: Err("no KV events".into()),
                 },
                 model: shape.model.clone(),
                 command,
+                tokenizer,
             };
             suite::run(&suite).map(|out| eprintln!("wrote {}", out.display()))
         }),

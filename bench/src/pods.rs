@@ -105,6 +105,36 @@ impl Pods {
         Ok(total)
     }
 
+    /// Prompt tokens per word of the bench's text on these pods (1 for the simulator's built-in
+    /// tokenizer): the difference between two prompts' `usage.prompt_tokens` over the difference
+    /// in words, so a BOS token or template does not count. Leaves cached blocks behind (the
+    /// runner resets the pods before each target).
+    pub fn tokens_per_word(&self, model: &str) -> Result<f64, String> {
+        let url = format!("{}/v1/completions", self.urls()[0]);
+        let mut rng = fastrand::Rng::with_seed(99);
+        let mut count = |words: usize| -> Result<f64, String> {
+            let body = serde_json::json!({
+                "model": model,
+                "prompt": crate::workload::words(&mut rng, words),
+                "max_tokens": 1,
+            });
+            let text = ureq::post(&url)
+                .set("content-type", "application/json")
+                .timeout(Duration::from_secs(30))
+                .send_string(&body.to_string())
+                .map_err(|e| format!("probe {url}: {e}"))?
+                .into_string()
+                .map_err(|e| format!("probe {url}: {e}"))?;
+            let usage: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("probe {url}: {e}"))?;
+            usage["usage"]["prompt_tokens"]
+                .as_f64()
+                .ok_or_else(|| format!("probe {url}: no usage.prompt_tokens in {text}"))
+        };
+        let (short, long) = (count(100)?, count(1100)?);
+        Ok((long - short) / 1000.0)
+    }
+
     /// Requests each pod finished successfully (how a target spread the load).
     pub fn requests_per_pod(&self) -> Vec<f64> {
         self.urls()

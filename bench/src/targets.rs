@@ -18,27 +18,43 @@ pub const ALL: [&str; 8] = [
     "vllm-router",
 ];
 
-/// Whether `target` names something `start` can run: one of [`ALL`], `module-default-x<N>`
-/// (N Envoy replicas), or either with `-below-saturation` (the same target at the scenario's
-/// calm rate).
+/// Whether `target` names something `start` can run: one of [`ALL`], `module-default-x<N>` or
+/// `module-precise-x<N>` (N Envoy replicas), or any of them with `-below-saturation` (the same
+/// target at the scenario's calm rate).
 pub fn known(target: &str) -> bool {
     let base = target.strip_suffix("-below-saturation").unwrap_or(target);
     ALL.contains(&base) || replicas(base).is_some()
 }
 
-/// N of `module-default-x<N>`.
-fn replicas(target: &str) -> Option<usize> {
-    target
-        .strip_prefix("module-default-x")?
-        .parse()
-        .ok()
-        .filter(|n| (1..=16).contains(n))
+/// The profile of the `module-<profile>-x<N>` targets: the module's default, or precise
+/// prefix-cache scoring from the pods' KV events (the pool must know where the events are).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Profile {
+    Default,
+    Precise,
+}
+
+/// The precise target's filter config: the default profile's scorers with `precise-prefix` in
+/// place of `prefix` (it scores pods without a synced event stream as `prefix` does).
+pub const PRECISE_CONFIG: &str = r#"{"scheduler": {"default_profile": "precise", "profiles": {"precise": {"scorers": [{"type": "queue"}, {"type": "kv-cache"}, {"type": "precise-prefix"}, {"type": "lora-affinity"}]}}}}"#;
+
+/// The profile and N of `module-default-x<N>` / `module-precise-x<N>`.
+fn replicas(target: &str) -> Option<(Profile, usize)> {
+    let (profile, n) = if let Some(n) = target.strip_prefix("module-default-x") {
+        (Profile::Default, n)
+    } else {
+        (Profile::Precise, target.strip_prefix("module-precise-x")?)
+    };
+    let n = n.parse().ok().filter(|n| (1..=16).contains(n))?;
+    Some((profile, n))
 }
 
 /// The module's filter config for each module target: the scheduler profile it runs.
 fn module_config(target: &str) -> Option<&'static str> {
-    if replicas(target).is_some() {
-        return Some("{}");
+    match replicas(target) {
+        Some((Profile::Default, _)) => return Some("{}"),
+        Some((Profile::Precise, _)) => return Some(PRECISE_CONFIG),
+        None => {}
     }
     match target {
         "module-queue-kv" => Some(
@@ -55,6 +71,7 @@ fn module_config(target: &str) -> Option<&'static str> {
 }
 
 /// Where the pieces live.
+#[derive(Clone)]
 pub struct Env {
     /// Virtualenv holding `sglang-router` and `vllm-router`.
     pub router_venv: PathBuf,
@@ -62,6 +79,10 @@ pub struct Env {
     pub log_dir: PathBuf,
     /// Envoy worker threads.
     pub envoy_concurrency: usize,
+    /// The pool's settings (`lb_policy_config`) for the precise targets: where the pods' KV
+    /// events are and which tokenizer they use; `Err` says why there are none (the precise
+    /// targets are then skipped).
+    pub precise_pool: Result<String, String>,
 }
 
 /// A running target; stopped on drop.
@@ -120,12 +141,14 @@ pub fn start(target: &str, pods: &[String], env: &Env, tag: &str) -> Result<Runn
             start_envoy(&config)
         }
         t if module_config(t).is_some() => {
-            let config = EnvoyConfig::new(pods.to_vec())
+            let mut config = EnvoyConfig::new(pods.to_vec())
                 .filter_config(module_config(t).expect("module target"));
-            let mut config = config;
+            if let Some((Profile::Precise, _)) = replicas(t) {
+                config = config.pool_config(env.precise_pool.as_deref().map_err(|e| e.clone())?);
+            }
             config.concurrency = env.envoy_concurrency;
             let mut running = start_envoy(&config)?;
-            for _ in 1..replicas(t).unwrap_or(1) {
+            for _ in 1..replicas(t).map_or(1, |(_, n)| n) {
                 let more = start_envoy(&config)?;
                 running.urls.extend(more.urls.iter().cloned());
                 running.envoys.extend(take_envoys(more));
@@ -185,18 +208,29 @@ pub fn start(target: &str, pods: &[String], env: &Env, tag: &str) -> Result<Runn
 }
 
 fn start_envoy(config: &EnvoyConfig) -> Result<Running, String> {
-    let envoy = Envoy::try_start(config).map_err(|log| {
-        format!(
-            "Envoy did not start: {}",
-            log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
-        )
-    })?;
+    let envoy = Envoy::try_start(config)
+        .map_err(|log| format!("Envoy did not start: {}", why_not_started(&log)))?;
     Ok(Running {
         urls: vec![envoy.url.clone()],
         envoys: vec![envoy],
         child: None,
         log: None,
     })
+}
+
+/// The error lines of a log from an Envoy that did not start, without their timestamps and
+/// source locations (else its last lines).
+fn why_not_started(log: &str) -> String {
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("][error][") || l.contains("][critical]["))
+        .map(|l| l.rsplit_once("] ").map_or(l, |(_, message)| message).trim())
+        .collect();
+    if errors.is_empty() {
+        log.lines().rev().take(5).collect::<Vec<_>>().join(" / ")
+    } else {
+        errors.join("; ")
+    }
 }
 
 fn take_envoys(mut running: Running) -> Vec<Envoy> {
@@ -267,4 +301,37 @@ fn free_port() -> Result<u16, String> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| format!("no free port: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_start_is_explained_by_envoys_error_lines() {
+        let log = "[2026-12-02 05:39:03.026][4188][info][main] [source/server/server.cc:1] starting\n\
+            [2026-12-02 05:39:03.081][4188][error][dynamic_modules] [:] lb_policy_config: unknown field `kv_events`\n\
+            [2026-12-02 05:39:03.082][4188][critical][main] [source/server/server.cc:449] error initializing config\n\
+            [2026-12-02 05:39:03.083][4188][info][main] [source/server/server.cc:1159] exiting";
+        assert_eq!(
+            why_not_started(log),
+            "lb_policy_config: unknown field `kv_events`; error initializing config"
+        );
+        assert_eq!(why_not_started("a\nb"), "b / a");
+    }
+
+    #[test]
+    fn replica_targets_name_their_profile_and_count() {
+        assert_eq!(replicas("module-default-x4"), Some((Profile::Default, 4)));
+        assert_eq!(replicas("module-precise-x1"), Some((Profile::Precise, 1)));
+        assert_eq!(replicas("module-precise-x0"), None);
+        assert_eq!(replicas("module-default"), None);
+        assert!(known("module-precise-x4") && !known("module-precise"));
+        assert_eq!(module_config("module-precise-x2"), Some(PRECISE_CONFIG));
+        let config: serde_json::Value = serde_json::from_str(PRECISE_CONFIG).unwrap();
+        assert_eq!(
+            config["scheduler"]["profiles"]["precise"]["scorers"][2]["type"],
+            "precise-prefix"
+        );
+    }
 }

@@ -39,6 +39,19 @@ pub struct Session {
     pub turns: Vec<Turn>,
     /// Shared-prefix group, for reports (`None` for workloads without groups).
     pub group: Option<usize>,
+    /// Where a scheduled session sits in its burst (`None`: arrivals are Poisson at the rate).
+    pub burst: Option<Burst>,
+}
+
+/// A session of a [`PrefixBursts`] workload: which burst it belongs to and when it is sent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Burst {
+    /// Seconds after the start of the run.
+    pub at_s: f64,
+    /// The burst's number among its group's bursts (0: the group's first appearance).
+    pub round: usize,
+    /// The session's place in its burst (0: the burst's first request).
+    pub position: usize,
 }
 
 /// SGLang's `generated-shared-prefix`: `groups` system prompts of `system_len` tokens, each
@@ -76,11 +89,43 @@ pub struct MultiTurn {
     pub output_len: u32,
 }
 
+/// Prefix groups that come and go: each of `groups` system prompts appears in `bursts_per_group`
+/// bursts of `burst_len` requests (system prompt + a fresh question each). Within a burst the
+/// requests follow each other at `burst_rate` per second (Poisson); a group's k-th burst starts
+/// at a uniform time in [k, k + 1) × `mean_return_s`, so its quiet times spread from 0 to twice
+/// the mean: some groups return while a pod still holds them, others after every pod evicted them.
+/// Lengths are in tokens and turned into words with `tokens_per_word` (1 for the simulator's
+/// built-in tokenizer; measured on the pods for any other).
+#[derive(Clone, Debug)]
+pub struct PrefixBursts {
+    pub groups: usize,
+    pub bursts_per_group: usize,
+    pub burst_len: usize,
+    pub system_len: usize,
+    pub question_len: usize,
+    pub output_len: u32,
+    pub burst_rate: f64,
+    pub mean_return_s: f64,
+    pub tokens_per_word: f64,
+}
+
+impl PrefixBursts {
+    /// Words for `tokens` tokens (at least one).
+    pub fn words_for(&self, tokens: usize) -> usize {
+        ((tokens as f64 / self.tokens_per_word).round() as usize).max(1)
+    }
+
+    pub fn requests(&self) -> usize {
+        self.groups * self.bursts_per_group * self.burst_len
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Workload {
     SharedPrefix(SharedPrefix),
     ShareGptLike(ShareGptLike),
     MultiTurn(MultiTurn),
+    PrefixBursts(PrefixBursts),
 }
 
 impl Workload {
@@ -91,6 +136,7 @@ impl Workload {
             Workload::SharedPrefix(w) => shared_prefix(w, &mut rng),
             Workload::ShareGptLike(w) => sharegpt_like(w, &mut rng),
             Workload::MultiTurn(w) => multi_turn(w, &mut rng),
+            Workload::PrefixBursts(w) => prefix_bursts(w, &mut rng),
         }
     }
 }
@@ -108,6 +154,7 @@ fn shared_prefix(w: &SharedPrefix, rng: &mut Rng) -> Vec<Session> {
                     max_tokens: w.output_len,
                 }],
                 group: Some(group),
+                burst: None,
             });
         }
     }
@@ -127,6 +174,7 @@ fn sharegpt_like(w: &ShareGptLike, rng: &mut Rng) -> Vec<Session> {
                     max_tokens: output as u32,
                 }],
                 group: None,
+                burst: None,
             }
         })
         .collect()
@@ -146,8 +194,53 @@ fn multi_turn(w: &MultiTurn, rng: &mut Rng) -> Vec<Session> {
                 })
                 .collect(),
             group: None,
+            burst: None,
         })
         .collect()
+}
+
+fn prefix_bursts(w: &PrefixBursts, rng: &mut Rng) -> Vec<Session> {
+    let system_words = w.words_for(w.system_len);
+    let question_words = w.words_for(w.question_len);
+    // Burst k of every group starts at a uniform time in [k, k + 1) × the mean return: the rate
+    // stays even over the run, and a group's quiet times spread from 0 to twice the mean.
+    let mut bursts = Vec::with_capacity(w.groups * w.bursts_per_group);
+    for group in 0..w.groups {
+        let system = words(rng, system_words);
+        for round in 0..w.bursts_per_group {
+            let at = (round as f64 + rng.f64()) * w.mean_return_s;
+            bursts.push((at, group, round, system.clone()));
+        }
+    }
+    bursts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut sessions = Vec::with_capacity(w.requests());
+    for (start, group, round, system) in bursts {
+        let mut at = start;
+        for position in 0..w.burst_len {
+            if position > 0 {
+                at += -(1.0 - rng.f64()).ln() / w.burst_rate;
+            }
+            sessions.push(Session {
+                api: Api::Completions,
+                turns: vec![Turn {
+                    text: format!("{system}\n{}", words(rng, question_words)),
+                    max_tokens: w.output_len,
+                }],
+                group: Some(group),
+                burst: Some(Burst {
+                    at_s: at,
+                    round,
+                    position,
+                }),
+            });
+        }
+    }
+    // Bursts overlap: send in time order.
+    sessions.sort_by(|a, b| {
+        let at = |s: &Session| s.burst.map_or(0.0, |b| b.at_s);
+        at(a).total_cmp(&at(b))
+    });
+    sessions
 }
 
 /// `n` random words, each one token for a Llama-3-like tokenizer: " abc", " wxyz", ...
@@ -301,6 +394,50 @@ mod tests {
         assert!(sessions.iter().all(|s| s.api == Api::Chat
             && s.turns.len() == 3
             && s.turns.iter().all(|t| t.max_tokens == 9)));
+    }
+
+    #[test]
+    fn prefix_bursts_come_back_in_bursts_in_time_order() {
+        let w = PrefixBursts {
+            groups: 20,
+            bursts_per_group: 3,
+            burst_len: 4,
+            system_len: 64,
+            question_len: 8,
+            output_len: 5,
+            burst_rate: 100.0,
+            mean_return_s: 2.0,
+            tokens_per_word: 2.0,
+        };
+        let sessions = Workload::PrefixBursts(w.clone()).sessions(4);
+        assert_eq!(sessions.len(), w.requests());
+        assert_eq!(sessions, Workload::PrefixBursts(w.clone()).sessions(4));
+        let times: Vec<f64> = sessions.iter().map(|s| s.burst.unwrap().at_s).collect();
+        assert!(
+            times.windows(2).all(|p| p[0] <= p[1]),
+            "sorted by send time"
+        );
+        for group in 0..20 {
+            let members: Vec<&Session> =
+                sessions.iter().filter(|s| s.group == Some(group)).collect();
+            assert_eq!(members.len(), 12);
+            let system = members[0].turns[0].text.split('\n').next().unwrap();
+            // 64 tokens at 2 tokens a word.
+            assert_eq!(system.split(' ').count() - 1, 32);
+            assert!(members
+                .iter()
+                .all(|m| m.turns[0].text.split('\n').next() == Some(system)));
+            for round in 0..3 {
+                let burst: Vec<Burst> = members
+                    .iter()
+                    .map(|m| m.burst.unwrap())
+                    .filter(|b| b.round == round)
+                    .collect();
+                let mut positions: Vec<usize> = burst.iter().map(|b| b.position).collect();
+                positions.sort();
+                assert_eq!(positions, [0, 1, 2, 3]);
+            }
+        }
     }
 
     #[test]
