@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// A tokenizer written into `dir` when the suite is given none (`--tokenizer FILE`); `Ok(None)`
-/// when this build has no tokenizer to write: the pods then use the simulator's built-in
-/// tokenizer and the precise targets' pool has no `tokenizer` setting.
-pub fn trained(_dir: &Path) -> Result<Option<PathBuf>, String> {
-    Ok(None)
+/// The fixture tokenizer (`prompt-tokenizer`'s trained byte-level BPE, the same file on every
+/// run) written into `dir`, for when the suite is given none (`--tokenizer FILE`).
+pub fn trained(dir: &Path) -> Result<Option<PathBuf>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(Some(prompt_tokenizer::write_trained_tokenizer(dir)))
 }
