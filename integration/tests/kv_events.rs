@@ -25,12 +25,11 @@ const BLOCK: usize = 16;
 /// Small caches, so a handful of prompts sent straight to a pod evicts the rest.
 const KV_BLOCKS: usize = 96;
 
-/// The precise profile (default) and the approximate one, for comparison on the same gateway.
+/// A profile that scores prefixes by the pods' events.
 const FILTER_CONFIG: &str = r#"{"decision_header": true, "scheduler": {
     "default_profile": "precise",
-    "profiles": {
-        "precise": {"scorers": [{"type": "queue"}, {"type": "kv-cache"}, {"type": "precise-prefix"}]},
-        "approximate": {"scorers": [{"type": "queue"}, {"type": "kv-cache"}, {"type": "prefix"}]}}}}"#;
+    "profiles": {"precise": {"scorers": [
+        {"type": "queue"}, {"type": "kv-cache"}, {"type": "precise-prefix"}]}}}}"#;
 
 fn tokenizer_file() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -81,12 +80,8 @@ fn completion_body(prompt: &str) -> String {
 
 /// Sends a completion through `url`; returns the serving pod (from the destination header when
 /// it went through the gateway) and the decision header.
-fn complete(url: &str, prompt: &str, profile: Option<&str>) -> (String, String) {
-    let mut request = ureq::post(&format!("{url}/v1/completions"));
-    if let Some(profile) = profile {
-        request = request.set("x-gateway-inference-profile", profile);
-    }
-    let response = request
+fn complete(url: &str, prompt: &str) -> (String, String) {
+    let response = ureq::post(&format!("{url}/v1/completions"))
         .send_string(&completion_body(prompt))
         .expect("a completion");
     assert_eq!(response.status(), 200);
@@ -160,13 +155,13 @@ fn routes_follow_what_the_pods_hold_after_evictions() {
     let shared = text(1, 300);
     let keys = keys_of(&tokenizer, &shared);
     assert!(keys.len() >= 8, "{} blocks", keys.len());
-    let (first, _) = complete(&envoy.url, &shared, None);
+    let (first, _) = complete(&envoy.url, &shared);
     eventually(
         "the first pod's events report the prompt",
         Duration::from_secs(10),
         || held(&first, &keys) == keys.len(),
     );
-    let (again, decision) = complete(&envoy.url, &shared, None);
+    let (again, decision) = complete(&envoy.url, &shared);
     assert_eq!(again, first, "{decision}");
     assert_eq!(precise(&decision), format!("{0}/{0}", keys.len()));
 
@@ -178,9 +173,9 @@ fn routes_follow_what_the_pods_hold_after_evictions() {
         .find(|p| **p != first)
         .unwrap()
         .clone();
-    complete(&format!("http://{other}"), &shared, None);
+    complete(&format!("http://{other}"), &shared);
     for seed in 100..108 {
-        complete(&format!("http://{first}"), &text(seed, 300), None);
+        complete(&format!("http://{first}"), &text(seed, 300));
     }
     eventually(
         "the first pod evicted the prompt",
@@ -194,7 +189,7 @@ fn routes_follow_what_the_pods_hold_after_evictions() {
         "the gateway routes to the pod holding the prompt",
         Duration::from_secs(5),
         || {
-            routed = complete(&envoy.url, &shared, None);
+            routed = complete(&envoy.url, &shared);
             routed.0 == other
         },
     );
@@ -204,9 +199,9 @@ fn routes_follow_what_the_pods_hold_after_evictions() {
         "{}",
         routed.1
     );
-    // ... while routing history alone still believes the first pod holds it.
-    let (by_routes, decision) = complete(&envoy.url, &shared, Some("approximate"));
-    assert_eq!(by_routes, first, "{decision}");
+    // ... which routing history alone knew nothing of: the route index predicted no hit there
+    // (it still believes the first pod holds the prompt).
+    assert!(routed.1.contains(" prefix=0/"), "{}", routed.1);
 }
 
 #[test]
@@ -281,7 +276,7 @@ fn a_pod_without_a_working_stream_is_scored_approximately_and_serves() {
 
     let mut on_plain = Vec::new();
     for seed in 0..30 {
-        let (pod, decision) = complete(&envoy.url, &text(1000 + seed, 60), None);
+        let (pod, decision) = complete(&envoy.url, &text(1000 + seed, 60));
         if pod == plain {
             on_plain.push(decision);
         }
