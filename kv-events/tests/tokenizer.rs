@@ -119,22 +119,3 @@ fn prompts_sharing_a_prefix_share_leading_block_keys() {
     assert_eq!(shared, shared_tokens / 16);
     assert!(shared > 10, "{shared} shared blocks");
 }
-
-#[test]
-fn bad_files_are_clear_errors() {
-    let missing = PromptTokenizer::load(&TokenizerConfig::new("/nonexistent/tokenizer.json"))
-        .err()
-        .unwrap();
-    assert!(
-        missing.0.contains("/nonexistent/tokenizer.json"),
-        "{missing}"
-    );
-    let dir = std::env::temp_dir();
-    let path = dir.join(format!("kv-events-bad-{}.json", std::process::id()));
-    std::fs::write(&path, br#"{"model": 3}"#).unwrap();
-    let bad = PromptTokenizer::load(&TokenizerConfig::new(&path))
-        .err()
-        .unwrap();
-    assert!(bad.0.contains("not a tokenizer.json"), "{bad}");
-    let _ = std::fs::remove_file(&path);
-}

@@ -3,9 +3,10 @@
 //! cache use the ids the routing module computes (`prompt_tokenizer::PromptTokenizer`), and the
 //! KV events carry them: same tokens, same block keys.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use inference_sim::{KvEventsEncoding, PodConfig};
+use inference_sim::{KvEventsEncoding, PodConfig, Simulator};
 use prompt_tokenizer::{write_trained_tokenizer, PromptTokenizer, TokenizerConfig};
 use rmpv::Value;
 use scheduler::prefix::token_blocks::{chain_seed, token_block_keys};
@@ -17,7 +18,7 @@ mod common;
 
 const BLOCK_SIZE: usize = 16;
 
-fn setup(name: &str) -> (std::path::PathBuf, PromptTokenizer) {
+fn setup(name: &str) -> (PathBuf, PromptTokenizer) {
     let dir = std::env::temp_dir().join(format!("sim-tokenizer-{}-{name}", std::process::id()));
     let path = write_trained_tokenizer(&dir);
     let module = PromptTokenizer::load(&TokenizerConfig::new(&path)).unwrap();
@@ -126,6 +127,29 @@ async fn stored_tokens(socket: &mut SubSocket, wait: Duration) -> Vec<u32> {
     tokens
 }
 
+/// One pod tokenizing with `tokenizer` and publishing its KV events (named fields), and a
+/// subscriber to them, connected.
+async fn publishing_pod(tokenizer: PathBuf) -> (Simulator, SubSocket) {
+    let sim = common::start(
+        PodConfig {
+            tokenizer: Some(tokenizer),
+            kv_events_port: Some(0),
+            kv_events_encoding: KvEventsEncoding::Map,
+            ..common::fast_config()
+        },
+        1,
+    );
+    let mut socket = SubSocket::new();
+    socket
+        .connect(&sim.pods()[0].kv_events_endpoint().unwrap())
+        .await
+        .unwrap();
+    socket.subscribe("").await.unwrap();
+    // A SUB socket misses what is published before its subscription reaches the publisher.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (sim, socket)
+}
+
 fn keys(tokens: &[u32]) -> Vec<u64> {
     let mut out = Vec::new();
     token_block_keys(chain_seed(None), tokens, BLOCK_SIZE, &mut out);
@@ -135,23 +159,8 @@ fn keys(tokens: &[u32]) -> Vec<u64> {
 #[tokio::test]
 async fn kv_events_carry_the_module_side_tokens() {
     let (path, module) = setup("events");
-    let sim = common::start(
-        PodConfig {
-            tokenizer: Some(path),
-            kv_events_port: Some(0),
-            kv_events_encoding: KvEventsEncoding::Map,
-            ..common::fast_config()
-        },
-        1,
-    );
+    let (sim, mut socket) = publishing_pod(path).await;
     let pod = &sim.pods()[0];
-    let mut socket = SubSocket::new();
-    socket
-        .connect(&pod.kv_events_endpoint().unwrap())
-        .await
-        .unwrap();
-    socket.subscribe("").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     for (body, kind, path) in [
         (
@@ -192,23 +201,8 @@ async fn kv_events_carry_the_module_side_tokens() {
 #[tokio::test]
 async fn generated_words_get_the_tokenizer_ids_of_their_text() {
     let (path, module) = setup("output");
-    let sim = common::start(
-        PodConfig {
-            tokenizer: Some(path),
-            kv_events_port: Some(0),
-            kv_events_encoding: KvEventsEncoding::Map,
-            ..common::fast_config()
-        },
-        1,
-    );
+    let (sim, mut socket) = publishing_pod(path).await;
     let pod = &sim.pods()[0];
-    let mut socket = SubSocket::new();
-    socket
-        .connect(&pod.kv_events_endpoint().unwrap())
-        .await
-        .unwrap();
-    socket.subscribe("").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let prompt_text = system_prompt().trim_end().to_owned();
     let body = json!({"prompt": prompt_text, "max_tokens": 64});
