@@ -102,24 +102,9 @@ fn time(
 ) -> [f64; 4] {
     let mut rounds: Vec<[f64; 4]> = Vec::new();
     for round in 0..ROUNDS {
-        let mut t = Timings::default();
-        let mut metrics = metrics(addresses.len());
-        let mut i = 0;
-        while i < count {
-            for m in &mut metrics {
-                m.scraped_at = Instant::now();
-            }
-            let pods = views(addresses, &metrics);
-            for _ in 0..500.min(count - i) {
-                let body = &bodies[(round * 997 + i * 7919) % bodies.len()];
-                let cpu = cpu_time::ThreadTime::now();
-                let wall = Instant::now();
-                black_box(decider.decide(body, kind, &pods));
-                t.wall.push(wall.elapsed().as_secs_f64() * 1e6);
-                t.cpu.push(cpu.elapsed().as_secs_f64() * 1e6);
-                i += 1;
-            }
-        }
+        let mut t = time_each(addresses, bodies, count, round * 997, |body, pods| {
+            decider.decide(body, kind, pods)
+        });
         rounds.push([
             quantile(&mut t.wall, 0.5),
             quantile(&mut t.wall, 0.99),

@@ -193,6 +193,20 @@ pub fn time_decisions(
     count: usize,
     offset: usize,
 ) -> Timings {
+    time_each(addresses, bodies, count, offset, |body, pods| {
+        decide(scheduler, body, pods)
+    })
+}
+
+/// Times `count` calls of `decide` (a body and the pods' views) the way `time_decisions`
+/// times the scheduler's, for benchmarks that decide differently (with tokenizing, say).
+pub fn time_each<T>(
+    addresses: &[String],
+    bodies: &[Vec<u8>],
+    count: usize,
+    offset: usize,
+    mut decide: impl FnMut(&[u8], &[PodView<'_>]) -> T,
+) -> Timings {
     let mut timings = Timings {
         wall: Vec::with_capacity(count),
         cpu: Vec::with_capacity(count),
@@ -208,7 +222,7 @@ pub fn time_decisions(
             let body = &bodies[(offset + i * 7919) % bodies.len()];
             let cpu = cpu_time::ThreadTime::now();
             let wall = Instant::now();
-            std::hint::black_box(decide(scheduler, body, &pods));
+            std::hint::black_box(decide(body, &pods));
             timings.wall.push(wall.elapsed().as_secs_f64() * 1e6);
             timings.cpu.push(cpu.elapsed().as_secs_f64() * 1e6);
             i += 1;
